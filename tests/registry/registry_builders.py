@@ -1,0 +1,88 @@
+"""Builders for the registry tests: tiny real Hugging Face models and trainer-format export folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from distilld.registry.integrity import write_manifest
+
+NUM_LABELS = 3
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    *"abcdefghijklmnopqrstuvwxyz",
+    "where",
+    "is",
+    "my",
+    "parcel",
+]
+
+
+def write_tiny_model(folder: Path, seed: int) -> Path:
+    """A randomly initialised 1-layer BERT classifier with a real tokenizer (a few KB)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_file = folder.parent / f"vocab-{seed}.txt"
+    vocab_file.write_text("\n".join(VOCAB) + "\n")
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        num_labels=NUM_LABELS,
+    )
+    BertForSequenceClassification(config).save_pretrained(folder)
+    BertTokenizerFast(vocab_file=str(vocab_file)).save_pretrained(folder)
+    vocab_file.unlink()
+    return folder
+
+
+def metrics_doc(
+    candidate_holdout: float,
+    champion_holdout: float,
+    candidate_replay: float = 0.9,
+    champion_replay: float = 0.9,
+) -> dict[str, Any]:
+    def side(holdout: float, replay: float) -> dict[str, Any]:
+        return {
+            "holdout": {"agreement": holdout, "mean_kl": 1.0 - holdout, "n": 200},
+            "replay": {"agreement": replay, "mean_kl": 1.0 - replay, "n": 200},
+        }
+
+    return {
+        "candidate": side(candidate_holdout, candidate_replay),
+        "champion": side(champion_holdout, champion_replay),
+    }
+
+
+def write_export(
+    folder: Path, seed: int, metrics: dict[str, Any], spec: dict[str, Any] | None = None
+) -> Path:
+    """A folder in the trainer's export format: merged model, tokenizer, adapter/, metrics, spec, manifest."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    write_tiny_model(folder, seed)
+    adapter = folder / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
+    rng = np.random.default_rng(seed)
+    save_file(
+        {"lora_A": rng.standard_normal((4, 16)).astype("float32")}, str(adapter / "adapter_model.safetensors")
+    )
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "spec.json").write_text(
+        json.dumps(spec or {"model": "intent", "lora": {"r": 4, "alpha": 8}, "epochs": 1, "lr": 5e-4})
+    )
+    write_manifest(folder, extra={"format": "distilld-export/1"})
+    return folder
