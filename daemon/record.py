@@ -15,9 +15,8 @@ from datetime import datetime
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
 from distilld.detectors.record_batch import NO_LABEL, RecordBatch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -108,7 +107,8 @@ def decode_record(raw: bytes | None, expected_classes: int | None = None) -> Inf
         raise _reason_for(err) from None
     if expected_classes is not None and rec.n_classes != expected_classes:
         raise RecordError(
-            "logits_length", f"{rec.n_classes} logits, model {rec.model!r} is configured for {expected_classes}"
+            "logits_length",
+            f"{rec.n_classes} logits, model {rec.model!r} is configured for {expected_classes}",
         )
     return rec
 

@@ -126,7 +126,9 @@ class StateStore:
         return default if row is None else json.loads(row[0])
 
     def items_json(self, namespace: str) -> dict[str, Any]:
-        rows = self._exec("SELECT key, value FROM kv WHERE namespace = ? ORDER BY key", (namespace,)).fetchall()
+        rows = self._exec(
+            "SELECT key, value FROM kv WHERE namespace = ? ORDER BY key", (namespace,)
+        ).fetchall()
         return {k: json.loads(v) for k, v in rows}
 
     def delete_json(self, namespace: str, key: str) -> None:
@@ -141,7 +143,9 @@ class StateStore:
         )
 
     def get_blob(self, namespace: str, key: str) -> bytes | None:
-        row = self._exec("SELECT value FROM blobs WHERE namespace = ? AND key = ?", (namespace, key)).fetchone()
+        row = self._exec(
+            "SELECT value FROM blobs WHERE namespace = ? AND key = ?", (namespace, key)
+        ).fetchone()
         return None if row is None else bytes(row[0])
 
     def keys_blob(self, namespace: str) -> list[str]:
@@ -174,5 +178,6 @@ class StateStore:
         params.append(limit)
         rows = self._exec(sql, tuple(params)).fetchall()
         return [
-            {"id": i, "ts": ts, "kind": k, "model": m, "payload": json.loads(p)} for i, ts, k, m, p in reversed(rows)
+            {"id": i, "ts": ts, "kind": k, "model": m, "payload": json.loads(p)}
+            for i, ts, k, m, p in reversed(rows)
         ]

@@ -107,9 +107,13 @@ class RecordBatch:
             texts=list(texts),
             ts=np.zeros(n) if ts is None else np.asarray(ts, dtype=np.float64),
             student_logits=student,
-            predictions=student.argmax(axis=1) if predictions is None else np.asarray(predictions, dtype=np.int64),
+            predictions=student.argmax(axis=1)
+            if predictions is None
+            else np.asarray(predictions, dtype=np.int64),
             teacher_logits=teacher,
             has_teacher=has_t,
-            labels=np.full(n, NO_LABEL, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64),
+            labels=np.full(n, NO_LABEL, dtype=np.int64)
+            if labels is None
+            else np.asarray(labels, dtype=np.int64),
             latency_ms=np.full(n, np.nan) if latency_ms is None else np.asarray(latency_ms, dtype=np.float64),
         )

@@ -14,7 +14,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_kit():
-    spec = importlib.util.spec_from_file_location("distilld_kafka_kit", REPO_ROOT / "deploy" / "kafka" / "broker.py")
+    spec = importlib.util.spec_from_file_location(
+        "distilld_kafka_kit", REPO_ROOT / "deploy" / "kafka" / "broker.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

@@ -73,21 +73,34 @@ def fetch_jars(quiet: bool = True) -> Path:
     if marker.exists():
         return target
     if shutil.which("mvn") is None:
-        raise KafkaKitError("Maven (mvn) is not on PATH; install it (apt-get install maven) to fetch the broker")
+        raise KafkaKitError(
+            "Maven (mvn) is not on PATH; install it (apt-get install maven) to fetch the broker"
+        )
     if shutil.which("java") is None:
-        raise KafkaKitError("Java is not on PATH; install a JRE 17+ (apt-get install openjdk-17-jre-headless)")
+        raise KafkaKitError(
+            "Java is not on PATH; install a JRE 17+ (apt-get install openjdk-17-jre-headless)"
+        )
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     cmd = [
-        "mvn", "-B", "-f", str(POM), "dependency:copy-dependencies",
-        "-DincludeScope=runtime", f"-DoutputDirectory={partial}",
+        "mvn",
+        "-B",
+        "-f",
+        str(POM),
+        "dependency:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={partial}",
     ]
     if quiet:
         cmd.insert(1, "-q")
-    print(f"fetching Apache Kafka {_kafka_version()} jars from Maven Central into {target} ...", file=sys.stderr)
+    print(
+        f"fetching Apache Kafka {_kafka_version()} jars from Maven Central into {target} ...", file=sys.stderr
+    )
     result = subprocess.run(cmd, capture_output=quiet, text=True)
     if result.returncode != 0:
-        raise KafkaKitError(f"mvn failed ({result.returncode}):\n{(result.stdout or '')[-3000:]}{result.stderr or ''}")
+        raise KafkaKitError(
+            f"mvn failed ({result.returncode}):\n{(result.stdout or '')[-3000:]}{result.stderr or ''}"
+        )
     if not any(partial.glob("kafka_2.13-*.jar")):
         raise KafkaKitError(f"mvn finished but no kafka_2.13 jar landed in {partial}")
     shutil.rmtree(target, ignore_errors=True)
@@ -191,7 +204,10 @@ class LocalKafka:
         log = self.log_path.open("a")
         # a new session so Ctrl-C in the terminal reaches only us; we stop the broker ourselves
         self.process = subprocess.Popen(
-            self._java("kafka.Kafka", str(config)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self._java("kafka.Kafka", str(config)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         self._wait_ready(timeout_s)
@@ -255,7 +271,9 @@ class LocalKafka:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("fetch", help="resolve the broker jars into the cache")
     run = sub.add_parser("run", help="run a broker in the foreground until Ctrl-C")

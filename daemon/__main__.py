@@ -1,0 +1,5 @@
+import sys
+
+from distilld.daemon.cli import main
+
+sys.exit(main())
