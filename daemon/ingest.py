@@ -12,6 +12,7 @@ acknowledged by the broker before their offsets are committed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -65,10 +66,8 @@ def ensure_topics(config: DistilldConfig, partitions: int = 1) -> None:
         wanted = [*config.kafka.topics, config.kafka.dead_letter_topic]
         new = [NewTopic(t, partitions, 1) for t in wanted if t not in existing]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
     finally:
         admin.close()
 

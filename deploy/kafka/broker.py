@@ -221,9 +221,8 @@ class LocalKafka:
                 raise KafkaKitError(f"broker exited with {self.process.returncode}; log:\n{self._log_tail()}")
             with self.log_path.open() as fh:
                 fh.seek(max(0, offset - 200))
-                if READY_LINE in fh.read():
-                    if self._port_open():
-                        return
+                if READY_LINE in fh.read() and self._port_open():
+                    return
             time.sleep(0.2)
         self.stop()
         raise KafkaKitError(f"broker not ready after {timeout_s:.0f}s; log:\n{self._log_tail()}")
