@@ -31,3 +31,12 @@ def make_export(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def local_registry(tmp_path: Path) -> ModelRegistry:
     return ModelRegistry(RegistryConfig(), state_dir=tmp_path / "state")
+
+
+@pytest.fixture
+def receiver():
+    from registry_builders import Receiver
+
+    server = Receiver()
+    yield server
+    server.close()
