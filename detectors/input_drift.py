@@ -1,0 +1,178 @@
+"""Input drift for text: hashed word n-gram histograms plus length and unseen-word statistics.
+
+Every record's words and adjacent word pairs are hashed into a fixed number
+of buckets (first half unigrams, second half bigrams), so a window's state
+has a bounded size whatever the vocabulary. Metrics (all "above"):
+
+- ``input.ngram_js``: Jensen-Shannon divergence (bits) between the current and
+  reference n-gram bucket distributions.
+- ``input.length_shift``: absolute difference of mean words per record.
+- ``input.oov_rate``: share of the current window's words that fall in
+  buckets the reference never saw (a hashed out-of-vocabulary rate; hash
+  collisions make it a lower bound).
+
+No embedding (MMD) test: it would need the student's encoder on the record
+path; the n-gram test is the one that sees every record.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+from distilld.detectors.additive_state import AdditiveState
+from distilld.detectors.calibration import Calibration, uncalibrated_score
+from distilld.detectors.ngram_hashing import bucket_of, hash_tokens, tokens_of
+from distilld.detectors.record_batch import RecordBatch
+from distilld.detectors.record_signals import RecordSignals
+from distilld.detectors.score import Score
+from distilld.detectors.statistic import Statistic, js_bits, mean_and_var, shifted_cells, unusable
+
+METRICS = ("input.ngram_js", "input.length_shift", "input.oov_rate")
+
+
+class InputDrift(AdditiveState):
+    kind = "input_drift"
+    params = ("ngram_buckets",)
+    fields = ("n", "ngram_counts", "token_sum", "token_sq", "empty")
+
+    def __init__(self, ngram_buckets: int = 1 << 15):
+        if ngram_buckets < 4 or ngram_buckets & (ngram_buckets - 1):
+            raise ValueError(f"ngram_buckets must be a power of two >= 4, got {ngram_buckets}")
+        self.ngram_buckets = int(ngram_buckets)
+        self.n = np.zeros((), np.int64)
+        self.ngram_counts = np.zeros(ngram_buckets, np.int64)
+        self.token_sum = np.zeros((), np.float64)
+        self.token_sq = np.zeros((), np.float64)
+        self.empty = np.zeros((), np.int64)
+
+    @property
+    def _half(self) -> int:
+        return self.ngram_buckets // 2
+
+    def update(self, batch: RecordBatch, signals: RecordSignals | None = None) -> None:
+        if len(batch) == 0:
+            return
+        tokens = (signals or RecordSignals(batch)).tokens
+        half = self._half
+        uni = bucket_of(tokens.hashes, half)
+        bi = bucket_of(tokens.bigram_hashes(), half) + half
+        self.ngram_counts += np.bincount(np.concatenate([uni, bi]), minlength=self.ngram_buckets)
+        per_text = tokens.tokens_per_text.astype(np.float64)
+        self.n += len(batch)
+        self.token_sum += per_text.sum()
+        self.token_sq += (per_text * per_text).sum()
+        self.empty += int((per_text == 0).sum())
+
+    def _oov_rate(self, current: InputDrift) -> tuple[float, int]:
+        half = self._half
+        words = current.ngram_counts[:half]
+        total = int(words.sum())
+        if total == 0:
+            return 0.0, 0
+        unseen = self.ngram_counts[:half] == 0
+        return float(words[unseen].sum()) / total, total
+
+    def _grams(self, texts: Sequence[str]) -> list[tuple[int, str]]:
+        """(bucket, n-gram) for every word and word pair of ``texts``, as ``update`` hashes them."""
+        if not texts:
+            return []
+        half = self._half
+        hashed = hash_tokens(texts)
+        words = [w for t in texts for w in tokens_of(t)]
+        if len(words) != len(hashed.hashes):
+            raise AssertionError("tokens_of and hash_tokens disagree")
+        same_doc = hashed.doc[1:] == hashed.doc[:-1]
+        pairs = [f"{a} {b}" for a, b, keep in zip(words[:-1], words[1:], same_doc, strict=True) if keep]
+        uni = zip(bucket_of(hashed.hashes, half).tolist(), words, strict=True)
+        bi = zip((bucket_of(hashed.bigram_hashes(), half) + half).tolist(), pairs, strict=True)
+        return [*uni, *bi]
+
+    @staticmethod
+    def _most_common_per_bucket(grams: list[tuple[int, str]]) -> dict[int, str]:
+        counts: dict[int, Counter[str]] = {}
+        for bucket, gram in grams:
+            counts.setdefault(bucket, Counter())[gram] += 1
+        return {b: c.most_common(1)[0][0] for b, c in counts.items()}
+
+    def statistics(
+        self,
+        current: InputDrift,
+        evidence: bool = True,
+        top_k: int = 5,
+        current_texts: Sequence[str] = (),
+        reference_texts: Sequence[str] = (),
+    ) -> list[Statistic]:
+        m, n = int(self.n), int(current.n)
+        if m == 0 or n == 0:
+            return [
+                unusable("input.ngram_js", "chi2", n, m, "empty window"),
+                unusable("input.length_shift", "z_two_sided", n, m, "empty window"),
+                unusable("input.oov_rate", "level", n, m, "empty window"),
+            ]
+        size_scale = 1 / n + 1 / m
+        js = js_bits(current.ngram_counts, self.ngram_counts)
+        ref_len, ref_var = mean_and_var(float(self.token_sum), float(self.token_sq), m)
+        cur_len = float(current.token_sum) / n
+        oov, n_words = self._oov_rate(current)
+
+        js_ev: dict[str, object] = {}
+        len_ev: dict[str, object] = {}
+        oov_ev: dict[str, object] = {}
+        if evidence:
+            current_grams = self._grams(current_texts)
+            names = self._most_common_per_bucket(current_grams + self._grams(reference_texts))
+            cur_tokens, ref_tokens = (
+                max(int(current.ngram_counts.sum()), 1),
+                max(int(self.ngram_counts.sum()), 1),
+            )
+            cells = shifted_cells(current.ngram_counts, self.ngram_counts, 4 * top_k, min_count=5)
+            named = [
+                {
+                    "ngram": names[b],
+                    "current_per_1000": 1000 * pc * int(current.ngram_counts.sum()) / cur_tokens,
+                    "reference_per_1000": 1000 * pr * int(self.ngram_counts.sum()) / ref_tokens,
+                    "z": z,
+                }
+                for b, pc, pr, z in cells
+                if b in names
+            ]
+            js_ev = {
+                "rising_ngrams": [x for x in named if x["z"] > 0][:top_k],
+                "falling_ngrams": [x for x in named if x["z"] < 0][:top_k],
+                "ngram_buckets": self.ngram_buckets,
+            }
+            len_ev = {
+                "current_mean_words": cur_len,
+                "reference_mean_words": ref_len,
+                "current_empty_share": float(current.empty) / n,
+                "reference_empty_share": float(self.empty) / m,
+            }
+            unseen = self.ngram_counts == 0
+            examples = sorted({g for b, g in current_grams if b < self._half and unseen[b]})[:top_k]
+            oov_ev = {"current_words": n_words, "unseen_word_examples": examples}
+        return [
+            Statistic("input.ngram_js", js, size_scale, "chi2", n, m, evidence=js_ev),
+            Statistic(
+                "input.length_shift",
+                abs(cur_len - ref_len),
+                float(np.sqrt(max(ref_var, 1e-12) * size_scale)),
+                "z_two_sided",
+                n,
+                m,
+                evidence=len_ev,
+            ),
+            Statistic("input.oov_rate", oov, 1 / np.sqrt(n), "level", n, m, evidence=oov_ev),
+        ]
+
+    @staticmethod
+    def score(
+        reference: InputDrift,
+        current: InputDrift,
+        calibration: Calibration | None = None,
+        current_texts: Sequence[str] = (),
+        reference_texts: Sequence[str] = (),
+    ) -> list[Score]:
+        stats = reference.statistics(current, current_texts=current_texts, reference_texts=reference_texts)
+        return [calibration.score(s) if calibration else uncalibrated_score(s) for s in stats]
