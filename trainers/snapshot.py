@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,8 +27,9 @@ SPLITS = ("train", "holdout", "replay")
 META_FILE = "snapshot.json"
 
 
-@dataclass(frozen=True)
-class Source:
+class Source(NamedTuple):
+    """Where a record came from: a plain ``(topic, partition, offset)`` tuple works too."""
+
     topic: str
     partition: int
     offset: int
