@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from distilld.daemon.policy_config import PolicyConfig
+from distilld.detectors.config import DetectorsConfig
+from distilld.registry.config import NotificationsConfig, RegistryConfig, SignalConfig
+from distilld.trainers.config import TrainerConfig
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -191,6 +195,39 @@ class DistilldConfig(BaseSettings):
     state: StateConfig = Field(default_factory=StateConfig, description="Durable state location.")
     http: HttpConfig = Field(default_factory=HttpConfig, description="Metrics, health, status and control.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Structured logging.")
+    detectors: DetectorsConfig = Field(
+        default_factory=DetectorsConfig,
+        description="Drift and divergence detectors, references, calibration.",
+    )
+    policy: PolicyConfig = Field(
+        default_factory=PolicyConfig, description="Retrain rules with hysteresis, limits, schedules, dry-run."
+    )
+    trainer: TrainerConfig = Field(
+        default_factory=TrainerConfig,
+        description="Training buffer, teacher source and LoRA re-distillation jobs.",
+    )
+    registry: RegistryConfig = Field(
+        default_factory=RegistryConfig,
+        description="MLflow tracking/registry, artifact store, promotion gate.",
+    )
+    signal: SignalConfig = Field(
+        default_factory=SignalConfig, description="CloudEvents to the serving layer (Kafka topic + webhooks)."
+    )
+    notifications: NotificationsConfig = Field(
+        default_factory=NotificationsConfig, description="Messages to humans (Slack, JSON webhooks)."
+    )
+
+    @model_validator(mode="after")
+    def _reference_matches_windows(self) -> DistilldConfig:
+        # thresholds are calibrated on reference sub-windows; they only hold
+        # for windows of the same size
+        sub = self.detectors.subwindow_records
+        if sub != self.windows.window_records:
+            raise ValueError(
+                f"detectors.reference_records / detectors.calibration_subwindows = {sub} must equal "
+                f"windows.window_records = {self.windows.window_records} (calibration assumes equal sizes)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -9,11 +9,15 @@ import time
 from typing import Any
 
 from distilld.daemon.config import DistilldConfig
+from distilld.daemon.drift_monitor import DriftMonitor
 from distilld.daemon.http_server import DaemonHttpServer
 from distilld.daemon.ingest import IngestLoop
 from distilld.daemon.metrics import DaemonMetrics
+from distilld.daemon.policy_engine import PolicyEngine
+from distilld.daemon.scheduler import PolicyScheduler
 from distilld.daemon.state_store import StateStore
-from distilld.daemon.windows import ClosedWindow, WindowManager
+from distilld.daemon.windows import ClosedWindow
+from distilld.detectors.record_batch import RecordBatch
 
 from distilld import __version__
 
@@ -30,10 +34,20 @@ class Daemon:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.store = StateStore(state_dir / STATE_DB)
         self.metrics = DaemonMetrics()
-        self.windows = WindowManager(config.windows, self.store)
+        self.policy = PolicyEngine(config.policy, self.store)
+        self.monitor = DriftMonitor(config.detectors, self.store, self.policy)
+        self.windows = self.monitor.window_manager(config.windows)
         self.ingest = IngestLoop(
-            config, self.store, self.windows, self.metrics, on_windows_closed=self._on_windows_closed
+            config,
+            self.store,
+            self.windows,
+            self.metrics,
+            on_records=self._on_records,
+            on_windows_closed=self._on_windows_closed,
         )
+        # time-based windows close on the consumer thread (it owns the
+        # windows); the scheduler re-checks waiting retrains and runs cron jobs
+        self.scheduler = PolicyScheduler(self.policy)
         self.http = DaemonHttpServer(
             config.http.host,
             config.http.port,
@@ -46,6 +60,11 @@ class Daemon:
         self._started_at = time.time()
         self._last_loop = time.monotonic()
         self._last_status = (time.monotonic(), 0)
+
+    def _on_records(
+        self, model: str, version: str, batch: RecordBatch, sources: list[tuple[str, int, int]]
+    ) -> None:
+        self.monitor.feed_reference(model, version, batch)
 
     def _on_windows_closed(self, closed: list[ClosedWindow]) -> None:
         for w in closed:
@@ -60,6 +79,7 @@ class Daemon:
                     "closed_by": w.closed_by,
                 },
             )
+        self.monitor.on_windows_closed(closed)
 
     def _healthy(self) -> bool:
         # the loop polls at least every poll_timeout_ms; a minute of silence means it is stuck
@@ -91,6 +111,9 @@ class Daemon:
             "uptime_s": round(time.time() - self._started_at, 1),
             "consumer": self.ingest.status(),
             "windows": self.windows.status(),
+            "references": self.monitor.status(),
+            "policy": self.policy.status(),
+            "scheduler": self.scheduler.jobs(),
             "recent_windows": [
                 {"id": e["id"], "ts": e["ts"], **e["payload"]}
                 for e in self.store.journal("window_closed", limit=10)
@@ -118,9 +141,11 @@ class Daemon:
             },
         )
         try:
+            self.scheduler.start()
             self.ingest.connect()
             self.ingest.run(self.stop_event, on_idle=self._on_idle)
         finally:
+            self.scheduler.shutdown(wait=False)
             self.ingest.close()
             self.http.stop()
             self.store.close()

@@ -73,6 +73,7 @@ def write_config(tmp: Path, bootstrap: str, topic: str, group: str, port: int, *
         },
         "windows": {"window_records": 1000, "window_s": None, "min_window_records": 10, **windows},
         "models": {"intent": {"num_classes": N_CLASSES}},
+        "detectors": {"reference_records": 4000, "calibration_subwindows": 4},
         "state": {"state_dir": str(tmp / "state")},
         "http": {"port": port},
         "logging": {"format": "kv", "status_interval_s": 2},

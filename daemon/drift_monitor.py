@@ -1,0 +1,160 @@
+"""Detectors in the loop: references per (model, version), scores per closed window, rules on top.
+
+The first ``detectors.reference_records`` records of a model version build
+its reference (so after a promotion, when serving switches to the new
+version, detectors re-baseline by themselves). Every record also goes to the
+windows; a window that closes before its reference exists is counted but not
+scored. Scores go to the journal (the
+drift-over-time picture reads them) and to the policy engine, whose
+decisions carry the scores and evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from distilld.daemon.policy_engine import PolicyEngine
+from distilld.daemon.state_store import StateStore
+from distilld.daemon.windows import ClosedWindow, WindowManager
+from distilld.detectors.config import DetectorsConfig
+from distilld.detectors.record_batch import RecordBatch
+from distilld.detectors.reference import Reference, ReferenceBuilder
+from distilld.detectors.suite import DetectorSuite, WindowState
+
+log = logging.getLogger(__name__)
+
+REFERENCE_NS = "reference"
+BUILDER_NS = "reference_builder"
+SCORED_KIND = "window_scored"
+
+
+def _key(model: str, version: str) -> str:
+    return f"{model}\x1f{version}"
+
+
+class DriftMonitor:
+    def __init__(self, config: DetectorsConfig, store: StateStore, policy: PolicyEngine | None):
+        self.config = config
+        self.store = store
+        self.policy = policy
+        self._suites: dict[int, DetectorSuite] = {}
+        self._references: dict[str, Reference] = {}
+        self._builders: dict[str, ReferenceBuilder] = {}
+        self._dirty_builders: set[str] = set()
+
+    def suite(self, n_classes: int) -> DetectorSuite:
+        if n_classes not in self._suites:
+            self._suites[n_classes] = DetectorSuite(self.config, n_classes)
+        return self._suites[n_classes]
+
+    # window state factories for WindowManager ----------------------------
+    def new_window(self, model: str, version: str, n_classes: int) -> WindowState:
+        return self.suite(n_classes).new_window()
+
+    def load_window(self, model: str, version: str, n_classes: int, blob: bytes) -> WindowState:
+        return self.suite(n_classes).load_window(blob)
+
+    def window_manager(self, windows_config, clock=None) -> WindowManager:
+        kwargs = {} if clock is None else {"clock": clock}
+        return WindowManager(
+            windows_config, self.store, new_state=self.new_window, load_state=self.load_window, **kwargs
+        )
+
+    # references -------------------------------------------------------------
+    def reference(self, model: str, version: str, n_classes: int) -> Reference | None:
+        key = _key(model, version)
+        if key not in self._references:
+            blob = self.store.get_blob(REFERENCE_NS, key)
+            if blob is None:
+                return None
+            self._references[key] = Reference.from_bytes(blob, self.suite(n_classes))
+        return self._references[key]
+
+    def _builder(self, model: str, version: str, n_classes: int) -> ReferenceBuilder:
+        key = _key(model, version)
+        if key not in self._builders:
+            blob = self.store.get_blob(BUILDER_NS, key)
+            suite = self.suite(n_classes)
+            self._builders[key] = (
+                ReferenceBuilder(suite) if blob is None else ReferenceBuilder.from_bytes(blob, suite)
+            )
+        return self._builders[key]
+
+    def feed_reference(self, model: str, version: str, batch: RecordBatch) -> None:
+        """Feed a version's first records to its reference until it is built.
+
+        Runs inside the ingest transaction, so the builder is persisted with the offsets it covers.
+        """
+        if self.reference(model, version, batch.n_classes) is not None:
+            return
+        key = _key(model, version)
+        builder = self._builder(model, version, batch.n_classes)
+        builder.update(batch)
+        if builder.complete:
+            reference = builder.build()
+            self._references[key] = reference
+            self.store.put_blob(REFERENCE_NS, key, reference.to_bytes())
+            self.store.delete_blob(BUILDER_NS, key)
+            self._builders.pop(key, None)
+            self.store.append_journal(
+                "reference_built", {"model": model, "version": version, **reference.built}, model=model
+            )
+            log.info(
+                "reference built", extra={"model": model, "version": version, "records": reference.n_records}
+            )
+        else:
+            self.store.put_blob(BUILDER_NS, key, builder.to_bytes())
+
+    # closed windows -----------------------------------------------------------
+    def on_windows_closed(self, closed: list[ClosedWindow]) -> None:
+        for w in closed:
+            meta = w.meta
+            reference = self.reference(meta.model, meta.version, meta.n_classes)
+            if reference is None or w.state is None:
+                continue
+            scores = self.suite(meta.n_classes).score(reference, w.state)
+            window = {
+                "id": meta.window_id,
+                "n_records": meta.n_records,
+                "start_ts": meta.first_event_ts,
+                "end_ts": meta.last_event_ts,
+                "offsets": meta.offsets,
+            }
+            self.store.append_journal(
+                SCORED_KIND,
+                {
+                    "model": meta.model,
+                    "version": meta.version,
+                    "window": window,
+                    "scores": {
+                        k: {"value": s.value, "threshold": s.threshold, "breached": s.breached}
+                        for k, s in scores.items()
+                    },
+                },
+                model=meta.model,
+            )
+            breached = sorted(k for k, s in scores.items() if s.breached)
+            log.info(
+                "window scored",
+                extra={
+                    "model": meta.model,
+                    "version": meta.version,
+                    "window_id": meta.window_id,
+                    "breached": breached,
+                },
+            )
+            if self.policy is not None:
+                self.policy.on_window_closed(meta.model, meta.version, window, scores)
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, ref in self._references.items():
+            out[key.replace("\x1f", "/")] = {"state": "ready", **ref.built}
+        for key, b in self._builders.items():
+            out[key.replace("\x1f", "/")] = {
+                "state": "building",
+                "records": b.n_records,
+                "needed": self.config.reference_records,
+            }
+        return out
