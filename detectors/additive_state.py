@@ -20,7 +20,7 @@ def encode_array(a: np.ndarray) -> dict[str, Any]:
 
     Hash histograms are mostly zeros, so compression keeps a window state small.
     """
-    a = np.ascontiguousarray(a)
+    a = a if a.flags.c_contiguous else a.copy(order="C")
     return {
         "dtype": a.dtype.str,
         "shape": list(a.shape),
@@ -30,7 +30,7 @@ def encode_array(a: np.ndarray) -> dict[str, Any]:
 
 def decode_array(d: dict[str, Any]) -> np.ndarray:
     raw = zlib.decompress(base64.b64decode(d["zlib_b64"]))
-    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
+    return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(tuple(d["shape"])).copy()
 
 
 class AdditiveState:

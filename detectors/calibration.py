@@ -87,7 +87,7 @@ class NullModel:
             if spread > 0
             else float(stat.value <= self.mu)
         )
-        return threshold, float(p)
+        return float(threshold), float(p)
 
 
 def fit_null(

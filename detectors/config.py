@@ -61,6 +61,13 @@ class DetectorsConfig(BaseModel):
         description="Hash buckets (count, a power of two) for word unigrams and bigrams, half each; bounds the "
         "size of every window state.",
     )
+    js_min_expected_count: float = Field(
+        20.0,
+        gt=0,
+        description="For class and n-gram Jensen-Shannon metrics: cells a sub-window (about one window) is expected "
+        "to hold fewer counts of than this are pooled into one cell, so sampling noise in rare cells does not drown "
+        "real shifts.",
+    )
     confidence_bins: int = Field(
         20, ge=2, le=1000, description="Histogram bins (count) of the student's top-1 probability."
     )

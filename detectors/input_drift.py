@@ -5,7 +5,9 @@ of buckets (first half unigrams, second half bigrams), so a window's state
 has a bounded size whatever the vocabulary. Metrics (all "above"):
 
 - ``input.ngram_js``: Jensen-Shannon divergence (bits) between the current and
-  reference n-gram bucket distributions.
+  reference n-gram bucket distributions, over the buckets a window of
+  ``window_records`` records expects at least ``min_expected`` counts in (the
+  rest pooled into one cell: rare buckets are mostly sampling noise).
 - ``input.length_shift``: absolute difference of mean words per record.
 - ``input.oov_rate``: share of the current window's words that fall in
   buckets the reference never saw (a hashed out-of-vocabulary rate; hash
@@ -27,7 +29,14 @@ from distilld.detectors.ngram_hashing import bucket_of, hash_tokens, tokens_of
 from distilld.detectors.record_batch import RecordBatch
 from distilld.detectors.record_signals import RecordSignals
 from distilld.detectors.score import Score
-from distilld.detectors.statistic import Statistic, js_bits, mean_and_var, shifted_cells, unusable
+from distilld.detectors.statistic import (
+    Statistic,
+    js_bits,
+    js_contributions,
+    mean_and_var,
+    pool_rare,
+    unusable,
+)
 
 METRICS = ("input.ngram_js", "input.length_shift", "input.oov_rate")
 
@@ -103,6 +112,8 @@ class InputDrift(AdditiveState):
         top_k: int = 5,
         current_texts: Sequence[str] = (),
         reference_texts: Sequence[str] = (),
+        window_records: int = 5000,
+        min_expected: float = 20.0,
     ) -> list[Statistic]:
         m, n = int(self.n), int(current.n)
         if m == 0 or n == 0:
@@ -112,7 +123,7 @@ class InputDrift(AdditiveState):
                 unusable("input.oov_rate", "level", n, m, "empty window"),
             ]
         size_scale = 1 / n + 1 / m
-        js = js_bits(current.ngram_counts, self.ngram_counts)
+        js = js_bits(*pool_rare(current.ngram_counts, self.ngram_counts, window_records, m, min_expected))
         ref_len, ref_var = mean_and_var(float(self.token_sum), float(self.token_sq), m)
         cur_len = float(current.token_sum) / n
         oov, n_words = self._oov_rate(current)
@@ -123,24 +134,27 @@ class InputDrift(AdditiveState):
         if evidence:
             current_grams = self._grams(current_texts)
             names = self._most_common_per_bucket(current_grams + self._grams(reference_texts))
-            cur_tokens, ref_tokens = (
-                max(int(current.ngram_counts.sum()), 1),
-                max(int(self.ngram_counts.sum()), 1),
-            )
-            cells = shifted_cells(current.ngram_counts, self.ngram_counts, 4 * top_k, min_count=5)
+            cur_counts, ref_counts = current.ngram_counts, self.ngram_counts
+            cur_tokens, ref_tokens = max(int(cur_counts.sum()), 1), max(int(ref_counts.sum()), 1)
+            # rank by share of the divergence, among n-grams frequent enough to be more than noise
+            contrib = js_contributions(cur_counts, ref_counts)
+            contrib[np.maximum(cur_counts, ref_counts * (n / m)) < 10] = 0.0
             named = [
                 {
                     "ngram": names[b],
-                    "current_per_1000": 1000 * pc * int(current.ngram_counts.sum()) / cur_tokens,
-                    "reference_per_1000": 1000 * pr * int(self.ngram_counts.sum()) / ref_tokens,
-                    "z": z,
+                    "current_per_1000": 1000 * float(cur_counts[b]) / cur_tokens,
+                    "reference_per_1000": 1000 * float(ref_counts[b]) / ref_tokens,
                 }
-                for b, pc, pr, z in cells
-                if b in names
+                for b in np.argsort(-contrib)[: 8 * top_k].tolist()
+                if b in names and contrib[b] > 0
             ]
             js_ev = {
-                "rising_ngrams": [x for x in named if x["z"] > 0][:top_k],
-                "falling_ngrams": [x for x in named if x["z"] < 0][:top_k],
+                "rising_ngrams": [x for x in named if x["current_per_1000"] > x["reference_per_1000"]][
+                    :top_k
+                ],
+                "falling_ngrams": [x for x in named if x["current_per_1000"] < x["reference_per_1000"]][
+                    :top_k
+                ],
                 "ngram_buckets": self.ngram_buckets,
             }
             len_ev = {
@@ -173,6 +187,12 @@ class InputDrift(AdditiveState):
         calibration: Calibration | None = None,
         current_texts: Sequence[str] = (),
         reference_texts: Sequence[str] = (),
+        window_records: int = 5000,
     ) -> list[Score]:
-        stats = reference.statistics(current, current_texts=current_texts, reference_texts=reference_texts)
+        stats = reference.statistics(
+            current,
+            current_texts=current_texts,
+            reference_texts=reference_texts,
+            window_records=window_records,
+        )
         return [calibration.score(s) if calibration else uncalibrated_score(s) for s in stats]

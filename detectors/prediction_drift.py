@@ -3,7 +3,9 @@
 Metrics (all "above"):
 
 - ``prediction.class_js``: Jensen-Shannon divergence (bits) between the
-  predicted-class distributions of the current window and the reference.
+  predicted-class distributions of the current window and the reference
+  (classes a window of ``window_records`` expects fewer than ``min_expected``
+  predictions of are pooled into one cell).
 - ``prediction.confidence_drop``: reference minus current mean top-1
   probability.
 - ``prediction.confidence_js``: Jensen-Shannon divergence (bits) between the
@@ -21,7 +23,14 @@ from distilld.detectors.calibration import Calibration, uncalibrated_score
 from distilld.detectors.record_batch import RecordBatch
 from distilld.detectors.record_signals import RecordSignals
 from distilld.detectors.score import Score
-from distilld.detectors.statistic import Statistic, js_bits, mean_and_var, psi, shifted_cells, unusable
+from distilld.detectors.statistic import (
+    Statistic,
+    js_bits,
+    mean_and_var,
+    psi,
+    shifted_cells,
+    unusable,
+)
 
 METRICS = ("prediction.class_js", "prediction.confidence_drop", "prediction.confidence_js")
 
@@ -73,7 +82,13 @@ class PredictionDrift(AdditiveState):
         }
 
     def statistics(
-        self, current: PredictionDrift, evidence: bool = True, top_k: int = 5, class_names: Sequence[str] = ()
+        self,
+        current: PredictionDrift,
+        evidence: bool = True,
+        top_k: int = 5,
+        class_names: Sequence[str] = (),
+        window_records: int = 5000,
+        min_expected: float = 20.0,
     ) -> list[Statistic]:
         m, n = int(self.n), int(current.n)
         if m == 0 or n == 0:

@@ -103,3 +103,41 @@ def shifted_cells(
     z[(current + reference) <= min_count] = 0.0
     order = np.argsort(-np.abs(z))[:top_k]
     return [(int(i), float(pc[i]), float(pr[i]), float(z[i])) for i in order if z[i] != 0.0]
+
+
+def pool_rare(
+    current: np.ndarray,
+    reference: np.ndarray,
+    window_records: int,
+    reference_records: int,
+    min_expected: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pool the cells a window of ``window_records`` records would expect fewer than ``min_expected`` counts in.
+
+    Rare cells carry almost only sampling noise: on a sparse histogram
+    (hashed n-grams) they swamp the divergence and drown real shifts. Fixing
+    the cell set by the window size (not the current window's own size)
+    keeps the statistic's null distribution the same for every window.
+    """
+    ref_total = float(reference.sum())
+    if ref_total <= 0 or reference_records <= 0:
+        return current, reference
+    expected = reference * (window_records / reference_records)
+    keep = expected >= min_expected
+    if keep.all():
+        return current, reference
+    return (
+        np.append(current[keep], current[~keep].sum()),
+        np.append(reference[keep], reference[~keep].sum()),
+    )
+
+
+def js_contributions(current: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each cell's share of the Jensen-Shannon divergence (bits): ranks cells by how much they moved."""
+    p = current / max(float(current.sum()), 1.0)
+    q = reference / max(float(reference.sum()), 1.0)
+    m = 0.5 * (p + q)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(p > 0, p * np.log2(p / m), 0.0)
+        b = np.where(q > 0, q * np.log2(q / m), 0.0)
+    return 0.5 * (a + b)

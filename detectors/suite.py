@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
+from distilld.detectors import input_drift, labelled_quality, prediction_drift, teacher_divergence
 from distilld.detectors.calibration import Calibration
 from distilld.detectors.config import DetectorsConfig
 from distilld.detectors.input_drift import InputDrift
@@ -27,6 +28,13 @@ if TYPE_CHECKING:
     from distilld.detectors.reference import Reference
 
 FORMAT_VERSION = 1
+
+METRIC_NAMES: tuple[str, ...] = (
+    *teacher_divergence.METRICS,
+    *prediction_drift.METRICS,
+    *input_drift.METRICS,
+    *labelled_quality.METRICS,
+)
 
 DetectorState = TeacherDivergence | PredictionDrift | InputDrift | LabelledQuality
 DETECTOR_TYPES: dict[str, type[DetectorState]] = {
@@ -131,16 +139,13 @@ class DetectorSuite:
     def min_current(self) -> dict[str, int]:
         """Minimum count per metric below which a window gets no threshold."""
         c = self.config
-        out: dict[str, int] = {}
-        for metric in ("divergence.agreement_drop", "divergence.kl_increase", "divergence.js_increase"):
-            out[metric] = c.min_shadow_records
-        for metric in ("quality.accuracy_drop", "quality.ece_increase"):
-            out[metric] = c.min_labelled_records
-        for metric in ("prediction.class_js", "prediction.confidence_drop", "prediction.confidence_js"):
-            out[metric] = c.min_window_records
-        for metric in ("input.ngram_js", "input.length_shift", "input.oov_rate"):
-            out[metric] = c.min_window_records
-        return out
+        per_module = (
+            (teacher_divergence.METRICS, c.min_shadow_records),
+            (labelled_quality.METRICS, c.min_labelled_records),
+            (prediction_drift.METRICS, c.min_window_records),
+            (input_drift.METRICS, c.min_window_records),
+        )
+        return {metric: minimum for metrics, minimum in per_module for metric in metrics}
 
     def statistics(
         self, reference: WindowState, current: WindowState, evidence: bool = True
@@ -150,13 +155,18 @@ class DetectorSuite:
         ref, cur = reference.detectors, current.detectors
         out: list[Statistic] = []
         out += ref[TeacherDivergence.kind].statistics(cur[TeacherDivergence.kind], evidence, k, names)
-        out += ref[PredictionDrift.kind].statistics(cur[PredictionDrift.kind], evidence, k, names)
+        window, min_expected = self.config.subwindow_records, self.config.js_min_expected_count
+        out += ref[PredictionDrift.kind].statistics(
+            cur[PredictionDrift.kind], evidence, k, names, window_records=window, min_expected=min_expected
+        )
         out += ref[InputDrift.kind].statistics(
             cur[InputDrift.kind],
             evidence,
             k,
             current_texts=current.sample.texts if evidence else (),
             reference_texts=reference.sample.texts if evidence else (),
+            window_records=window,
+            min_expected=min_expected,
         )
         out += ref[LabelledQuality.kind].statistics(cur[LabelledQuality.kind], evidence, k, names)
         return out

@@ -131,22 +131,17 @@ class TeacherDivergence(AdditiveState):
         off_ref = self.confusion.astype(float)
         np.fill_diagonal(off_cur, 0)
         np.fill_diagonal(off_ref, 0)
+        cur_n, ref_n = max(int(current.n), 1), max(int(self.n), 1)
         confusions = [
             {
                 "teacher_class": name(cell // self.n_classes),
                 "student_class": name(cell % self.n_classes),
-                "current_share": share_cur,
-                "reference_share": share_ref,
+                "current_share": float(off_cur.flat[cell]) / cur_n,
+                "reference_share": float(off_ref.flat[cell]) / ref_n,
             }
-            for cell, share_cur, share_ref, z_cell in shifted_cells(
-                off_cur.ravel() * 1.0, off_ref.ravel() * 1.0, top_k
-            )
+            for cell, _, _, z_cell in shifted_cells(off_cur.ravel(), off_ref.ravel(), top_k)
             if z_cell > 0
         ]
-        # shares above are among disagreements; restate them per shadow record
-        for item in confusions:
-            item["current_share"] *= off_cur.sum() / max(int(current.n), 1)
-            item["reference_share"] *= off_ref.sum() / max(int(self.n), 1)
         return {
             "current_agreement": current.agreement,
             "reference_agreement": self.agreement,

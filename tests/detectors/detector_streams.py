@@ -55,3 +55,22 @@ def stream_batch(
 ) -> RecordBatch:
     picks = class_mix_sample(list(glosses()), weights or uniform_weights(), n, rng)
     return make_batch(picks, rng, start_id=start_id, **kw)
+
+
+def class_shift_weights(
+    weights: dict[int, float], fraction: float, rng: np.random.Generator, n_classes: int = 10
+):
+    """A mix whose records are ``fraction`` from ``n_classes`` random classes, the rest as ``weights``.
+
+    fraction=0.4 is "a 40 % class-mix shift": 40 % of the traffic now comes
+    from a different class mix.
+    """
+    classes = sorted(weights)
+    chosen = set(rng.choice(classes, size=n_classes, replace=False).tolist())
+    total = sum(weights.values())
+    chosen_total = sum(weights[c] for c in chosen)
+    return {
+        c: (1 - fraction) * weights[c] / total
+        + (fraction * weights[c] / chosen_total if c in chosen else 0.0)
+        for c in classes
+    }
