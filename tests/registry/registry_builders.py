@@ -150,3 +150,95 @@ def read_events(bootstrap: str, topic: str, expected: int, timeout_s: float = 20
     finally:
         consumer.close()
     return records
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class MlflowServer:
+    """A real ``mlflow server`` subprocess on 127.0.0.1; the port is fixed up front so it can start late."""
+
+    def __init__(self, work_dir: Path, artifacts_destination: str, env: dict[str, str]):
+        self.work_dir = work_dir
+        self.artifacts_destination = artifacts_destination
+        self.env = env
+        self.port = free_port()
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        import os
+        import subprocess
+        import sys
+        import time
+
+        import requests
+
+        if self.process is not None:
+            return
+        mlflow_bin = Path(sys.executable).with_name("mlflow")
+        command = [
+            str(mlflow_bin), "server",
+            "--backend-store-uri", f"sqlite:///{self.work_dir / 'server.db'}",
+            "--artifacts-destination", self.artifacts_destination,
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        log_path = self.work_dir / "mlflow-server.log"
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                env={**os.environ, **self.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                raise RuntimeError(f"mlflow server exited: {log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError("mlflow server did not become healthy")
+
+    def stop(self) -> None:
+        import os
+        import signal
+        import subprocess
+
+        if self.process is None:
+            return
+        # The server forks workers into its own session; end exactly that process group.
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+def load_serving_consumer():
+    """The reference consumer is a script under deploy/examples/, not a package module."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "examples" / "serving_consumer.py"
+    spec = importlib.util.spec_from_file_location("serving_consumer", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
