@@ -25,7 +25,11 @@ from distilld.detectors.suite import DetectorSuite, WindowState
 log = logging.getLogger(__name__)
 
 REFERENCE_NS = "reference"
-BUILDER_NS = "reference_builder"
+# a builder is stored in parts: finished sub-windows once each, the open one
+# every batch; rewriting all of them per batch cost more than the detectors
+BUILDER_META_NS = "reference_builder"
+BUILDER_PART_NS = "reference_builder_part"
+BUILDER_OPEN_NS = "reference_builder_open"
 SCORED_KIND = "window_scored"
 
 
@@ -74,12 +78,44 @@ class DriftMonitor:
     def _builder(self, model: str, version: str, n_classes: int) -> ReferenceBuilder:
         key = _key(model, version)
         if key not in self._builders:
-            blob = self.store.get_blob(BUILDER_NS, key)
             suite = self.suite(n_classes)
-            self._builders[key] = (
-                ReferenceBuilder(suite) if blob is None else ReferenceBuilder.from_bytes(blob, suite)
-            )
+            builder = ReferenceBuilder(suite)
+            meta = self.store.get_json(BUILDER_META_NS, key)
+            if meta is not None:
+                builder.source = meta["source"]
+                builder.started_at = meta["started_at"]
+                builder.first_ts, builder.last_ts = meta["first_ts"], meta["last_ts"]
+                builder.subwindows = [
+                    suite.load_window(self.store.get_blob(BUILDER_PART_NS, f"{key}\x1f{i}"))
+                    for i in range(meta["subwindows"])
+                ]
+                open_blob = self.store.get_blob(BUILDER_OPEN_NS, key)
+                if open_blob is not None:
+                    builder.open = suite.load_window(open_blob)
+            self._builders[key] = builder
         return self._builders[key]
+
+    def _save_builder(self, key: str, builder: ReferenceBuilder, parts_before: int) -> None:
+        for i in range(parts_before, len(builder.subwindows)):
+            self.store.put_blob(BUILDER_PART_NS, f"{key}\x1f{i}", builder.subwindows[i].to_bytes())
+        self.store.put_blob(BUILDER_OPEN_NS, key, builder.open.to_bytes())
+        self.store.put_json(
+            BUILDER_META_NS,
+            key,
+            {
+                "source": builder.source,
+                "started_at": builder.started_at,
+                "first_ts": builder.first_ts,
+                "last_ts": builder.last_ts,
+                "subwindows": len(builder.subwindows),
+            },
+        )
+
+    def _drop_builder(self, key: str, builder: ReferenceBuilder) -> None:
+        for i in range(len(builder.subwindows)):
+            self.store.delete_blob(BUILDER_PART_NS, f"{key}\x1f{i}")
+        self.store.delete_blob(BUILDER_OPEN_NS, key)
+        self.store.delete_json(BUILDER_META_NS, key)
 
     def feed_reference(self, model: str, version: str, batch: RecordBatch) -> None:
         """Feed a version's first records to its reference until it is built.
@@ -90,12 +126,13 @@ class DriftMonitor:
             return
         key = _key(model, version)
         builder = self._builder(model, version, batch.n_classes)
+        parts_before = len(builder.subwindows)
         builder.update(batch)
         if builder.complete:
             reference = builder.build()
             self._references[key] = reference
             self.store.put_blob(REFERENCE_NS, key, reference.to_bytes())
-            self.store.delete_blob(BUILDER_NS, key)
+            self._drop_builder(key, builder)
             self._builders.pop(key, None)
             self.store.append_journal(
                 "reference_built", {"model": model, "version": version, **reference.built}, model=model
@@ -104,7 +141,7 @@ class DriftMonitor:
                 "reference built", extra={"model": model, "version": version, "records": reference.n_records}
             )
         else:
-            self.store.put_blob(BUILDER_NS, key, builder.to_bytes())
+            self._save_builder(key, builder, parts_before)
 
     # closed windows -----------------------------------------------------------
     def on_windows_closed(self, closed: list[ClosedWindow]) -> None:
