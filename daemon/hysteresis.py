@@ -58,12 +58,14 @@ class Observation:
 
     def summary(self) -> dict[str, Any]:
         """What a decision record keeps of this window (JSON-serialisable)."""
+        w = self.window
+        # the window manager's summary names these window_id / first_event_ts / last_event_ts
         return {
-            "window_id": self.window.get("id"),
-            "n_records": self.window.get("n_records"),
-            "start_ts": self.window.get("start_ts"),
-            "end_ts": self.window.get("end_ts"),
-            "offsets": self.window.get("offsets"),
+            "window_id": w.get("id", w.get("window_id")),
+            "n_records": w.get("n_records"),
+            "start_ts": w.get("start_ts", w.get("first_event_ts")),
+            "end_ts": w.get("end_ts", w.get("last_event_ts")),
+            "offsets": w.get("offsets"),
             "verdict": self.verdict.value,
             "value": self.value,
             "trip_level": self.trip_level,

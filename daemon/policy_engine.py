@@ -127,12 +127,12 @@ class PolicyEngine:
                 rec = self.journal.write(self._rule_record(model, version, rule, machine, transition, now))
                 out.append(rec)
                 if transition.kind == DecisionKind.RULE_TRIPPED and rule.action == "redistill":
-                    out.extend(
-                        self.governor.request(model, version, self._trip_source(rule, version, rec), now)
-                    )
+                    # rules tripping on the same window join one request, started below
+                    source = self._trip_source(rule, version, rec)
+                    self.governor.request(model, version, source, now, start=False)
                 elif transition.kind == DecisionKind.RULE_REARMED:
                     out.extend(self.governor.withdraw_rule(model, version, rule.name, now))
-            # fresh records may be what a waiting request needed
+            # new trips, or fresh records a waiting request needed
             out.extend(self.governor.try_start(model, now))
         self._notify(out)
         return out

@@ -156,9 +156,15 @@ class RetrainGovernor:
         self._save_model(m)
 
     def request(
-        self, model: str, version: str | None, source: dict[str, Any], now: float, force: bool = False
+        self,
+        model: str,
+        version: str | None,
+        source: dict[str, Any],
+        now: float,
+        force: bool = False,
+        start: bool = True,
     ) -> list[DecisionRecord]:
-        """Add a request to the model's pending request and try to start it."""
+        """Add a request to the model's pending request and (unless ``start`` is False) try to start it."""
         m = self._model(model)
         pending = m["pending"] or {
             "created_ts": now,
@@ -175,7 +181,7 @@ class RetrainGovernor:
             pending["version"] = version
         m["pending"] = pending
         self._save_model(m)
-        return self.try_start(model, now)
+        return self.try_start(model, now) if start else []
 
     def withdraw_rule(self, model: str, version: str, rule: str, now: float) -> list[DecisionRecord]:
         """A rule re-armed: drop its sources; cancel the request if nothing else asks for it."""

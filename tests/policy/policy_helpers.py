@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from distilld.daemon.policy_config import PolicyConfig, RuleConfig
 from distilld.daemon.policy_engine import PolicyEngine
 from distilld.daemon.state_store import StateStore

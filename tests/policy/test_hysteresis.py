@@ -1,7 +1,8 @@
 """The per-rule state machine, driven through the engine (persisted after every window)."""
 
-from distilld.daemon.hysteresis import RuleState
 from policy_helpers import Feeder, fixed_rule, kinds, make_config
+
+from distilld.daemon.hysteresis import RuleState
 
 
 def _state(engine, rule="div", model="intent", version="1"):

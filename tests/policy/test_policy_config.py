@@ -1,4 +1,6 @@
 import pytest
+from pydantic import ValidationError
+
 from distilld.daemon.policy_config import (
     MaintenanceWindow,
     PolicyConfig,
@@ -6,7 +8,6 @@ from distilld.daemon.policy_config import (
     RuleConfig,
     ScheduleConfig,
 )
-from pydantic import ValidationError
 
 
 def _locs(err: ValidationError) -> list[tuple]:

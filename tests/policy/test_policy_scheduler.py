@@ -3,10 +3,11 @@
 import threading
 import time
 
+from policy_helpers import Feeder, fixed_rule, kinds
+
 from distilld.daemon.policy_config import PolicyConfig
 from distilld.daemon.policy_engine import PolicyEngine
 from distilld.daemon.scheduler import NS_SCHEDULE, SCHEDULED_KEY, PolicyScheduler
-from policy_helpers import Feeder, fixed_rule, kinds
 
 
 def _config(**schedule) -> PolicyConfig:

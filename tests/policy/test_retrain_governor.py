@@ -3,9 +3,10 @@
 import json
 from datetime import UTC, datetime
 
+from policy_helpers import T0, Feeder, fixed_rule, kinds, make_config
+
 from distilld.daemon.decision_record import DecisionRecord, format_decision
 from distilld.daemon.policy_config import MaintenanceWindow
-from policy_helpers import T0, Feeder, fixed_rule, kinds, make_config
 
 TRIP = [0.2, 0.2, 0.2]
 CLEAR = [0.01, 0.01]
