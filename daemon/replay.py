@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from kafka import KafkaConsumer, TopicPartition
 from tqdm import tqdm
 
 from distilld.daemon.decision_record import DecisionKind, DecisionRecord, format_decision, iso
@@ -214,8 +215,6 @@ def iter_jsonl(path: Path) -> Iterator[bytes]:
 
 def iter_kafka(source: KafkaSource) -> Iterator[bytes]:
     """Message values of a topic range, partition by partition interleaved as the consumer returns them."""
-    from kafka import KafkaConsumer, TopicPartition
-
     consumer = KafkaConsumer(
         bootstrap_servers=source.bootstrap,
         group_id=None,
