@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 import requests
+
 from distilld.daemon.spool import Spool, SpoolEntry
 from distilld.registry.config import NotificationsConfig
 

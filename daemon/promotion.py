@@ -42,9 +42,9 @@ EXPORT_ATTACHMENT = "export"
 REPORTS_ATTACHMENT = "reports"
 
 HEADLINE_METRICS = (
-    ("holdout", "agreement"),
-    ("holdout", "mean_kl"),
-    ("replay", "agreement"),
+    ("holdout", "teacher_agreement"),
+    ("holdout", "mean_kl_to_teacher"),
+    ("replay", "teacher_agreement"),
     ("holdout", "accuracy"),
     ("replay", "accuracy"),
 )
@@ -68,12 +68,12 @@ class PromotionOutcome:
 
 
 def headline_metrics(metrics_doc: dict[str, Any]) -> dict[str, float]:
-    """A few numbers for humans and events, e.g. ``candidate.holdout.agreement``."""
+    """A few numbers for humans and events, e.g. ``candidate.holdout.teacher_agreement``."""
     out: dict[str, float] = {}
     for side in ("candidate", "champion"):
         for split, name in HEADLINE_METRICS:
             value = metrics_doc.get(side, {}).get(split, {}).get(name)
-            if isinstance(value, int | float):
+            if isinstance(value, int | float) and not isinstance(value, bool):
                 out[f"{side}.{split}.{name}"] = float(value)
     return out
 

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+
 from distilld.registry.config import SignalConfig, WebhookConfig
 from distilld.registry.model_registry import ModelVersionInfo
 

@@ -1,10 +1,13 @@
 """sha256 manifests of model folders, and their verification.
 
-A manifest is ``{"files": {relative/path: sha256 hex}, ...}`` stored as
-``manifest.json`` inside the folder (the trainer's export format). The manifest
-file itself is not listed in it; instead the digest of the manifest (sha256 of
-its canonical JSON) is recorded in the registry, outside the artifact store,
-so that rewriting both a file and the manifest is still caught.
+A manifest is the trainer's format (``trainers/export.py``)::
+
+    {"manifest_version": 1, "files": {"relative/path": {"sha256": hex, "bytes": n}, ...}, ...}
+
+stored as ``manifest.json`` inside the folder and not listing itself. The
+digest of the manifest (sha256 of its canonical JSON) is recorded in the
+registry, outside the artifact store, so that rewriting both a file and the
+manifest is still caught.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
 _CHUNK_BYTES = 1 << 20
 
 
@@ -53,9 +57,23 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
+def manifest_for(folder: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    folder = Path(folder)
+    files = {
+        rel: {"sha256": digest, "bytes": (folder / rel).stat().st_size}
+        for rel, digest in hash_folder(folder).items()
+    }
+    return {**(extra or {}), "manifest_version": MANIFEST_VERSION, "files": files}
+
+
+def manifest_sha256(manifest: dict[str, Any]) -> dict[str, str]:
+    """``{relative/path: sha256 hex}`` of a manifest."""
+    return {rel: entry["sha256"] for rel, entry in manifest["files"].items()}
+
+
 def write_manifest(folder: Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Hash ``folder`` and write its ``manifest.json``; returns the manifest."""
-    manifest = {"files": hash_folder(folder), **(extra or {})}
+    manifest = manifest_for(folder, extra)
     (Path(folder) / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
@@ -68,18 +86,17 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise IntegrityError(f"{path} lists no files")
+    if not all(isinstance(entry, dict) and isinstance(entry.get("sha256"), str) for entry in files.values()):
+        raise IntegrityError(f"{path} is not a distilld manifest (files must map to {{sha256, bytes}})")
     return manifest
 
 
-def verify_folder(
-    folder: Path, expected_digest: str | None = None, allow_unlisted: bool = False
-) -> dict[str, Any]:
+def verify_folder(folder: Path, expected_digest: str | None = None) -> dict[str, Any]:
     """Check every file of ``folder`` against its manifest; returns the manifest.
 
     ``expected_digest`` is the manifest digest recorded at registration; when
     given, the manifest itself must match it. Files present but not listed are
-    refused unless ``allow_unlisted`` (a served folder must be exactly what was
-    registered; a trainer's export may carry side files such as reports).
+    refused too: a used folder must be exactly what was written.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -90,9 +107,9 @@ def verify_folder(
                 f"{folder}/{MANIFEST_NAME} digest {actual} differs from the registered {expected_digest}"
             )
     actual_files = hash_folder(folder)
-    expected_files: dict[str, str] = manifest["files"]
+    expected_files = manifest_sha256(manifest)
     missing = sorted(set(expected_files) - set(actual_files))
-    unexpected = [] if allow_unlisted else sorted(set(actual_files) - set(expected_files))
+    unexpected = sorted(set(actual_files) - set(expected_files))
     changed = sorted(
         p for p in expected_files.keys() & actual_files.keys() if expected_files[p] != actual_files[p]
     )

@@ -3,10 +3,12 @@
 Layout in MLflow:
 - one experiment per served model (``<experiment_prefix><model>``), one run per
   registration (the base model, then one per re-distillation);
-- run artifacts: ``model/`` (merged weights, tokenizer, adapter, metrics.json,
-  spec.json, decision_record.json, reports/, and ``manifest.json`` listing the
-  sha256 of every other file), params = the job spec, metrics = the trainer's
-  evaluation of candidate and champion, tags = lineage;
+- run artifacts under ``bundle/``: the trainer's export layout — ``model/``
+  (merged weights + tokenizer, loadable by transformers as is), ``adapter/``,
+  ``metrics.json``, ``spec.json`` — plus ``decision_record.json``, ``reports/``
+  and ``manifest.json`` (sha256 and size of every other file); a base model's
+  bundle holds only ``model/`` and the manifest. Params = the job spec,
+  metrics = the trainer's evaluation of candidate and champion, tags = lineage;
 - one registered model per served model; each version's tag
   ``distilld.manifest_sha256`` is the trust anchor checked before use;
 - aliases: ``challenger`` (latest registered candidate), ``champion`` (served),
@@ -30,9 +32,9 @@ from distilld.registry.config import RegistryConfig
 from distilld.registry.integrity import (
     MANIFEST_NAME,
     IntegrityError,
-    hash_folder,
     manifest_digest,
-    read_manifest,
+    manifest_for,
+    manifest_sha256,
     verify_folder,
 )
 
@@ -41,7 +43,8 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
-MODEL_ARTIFACT_PATH = "model"
+BUNDLE_ARTIFACT_PATH = "bundle"
+HF_MODEL_DIR = "model"
 
 TAG_MANIFEST = "distilld.manifest_sha256"
 TAG_KIND = "distilld.kind"
@@ -200,8 +203,7 @@ class ModelRegistry:
     ) -> str:
         from mlflow.entities import Metric, Param
 
-        files = hash_folder(staged)
-        manifest = {**manifest_extra, "files": files}
+        manifest = manifest_for(staged, manifest_extra)
         (staged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         digest = manifest_digest(manifest)
 
@@ -229,7 +231,7 @@ class ModelRegistry:
                 metrics=[Metric(k, float(v), now_ms, 0) for k, v in metrics.items()],
                 params=[Param(k, str(v)[:_PARAM_VALUE_MAX_CHARS]) for k, v in params.items()],
             )
-            self.client.log_artifacts(run_id, str(staged), MODEL_ARTIFACT_PATH)
+            self.client.log_artifacts(run_id, str(staged), BUNDLE_ARTIFACT_PATH)
             self.client.set_terminated(run_id, status="FINISHED")
         except Exception:
             self.client.set_terminated(run_id, status="FAILED")
@@ -237,7 +239,7 @@ class ModelRegistry:
         self._ensure_registered_model(model)
         version = self.client.create_model_version(
             self.registered_name(model),
-            source=f"runs:/{run_id}/{MODEL_ARTIFACT_PATH}",
+            source=f"runs:/{run_id}/{BUNDLE_ARTIFACT_PATH}",
             run_id=run_id,
             tags={**version_tags, TAG_MANIFEST: digest},
         ).version
@@ -250,8 +252,8 @@ class ModelRegistry:
         if not (hf_folder / "config.json").is_file():
             raise RegistryError(f"{hf_folder} is not a Hugging Face model folder (no config.json)")
         with tempfile.TemporaryDirectory(prefix="distilld-stage-") as tmp:
-            staged = Path(tmp) / "model"
-            _stage_copy(hf_folder, staged)
+            staged = Path(tmp) / BUNDLE_ARTIFACT_PATH
+            _stage_copy(hf_folder, staged / HF_MODEL_DIR)
             version = self._register(
                 model_name,
                 staged,
@@ -281,8 +283,9 @@ class ModelRegistry:
         (after a crash mid-registration) return the version already created.
         """
         export_dir = Path(export_dir)
-        verify_folder(export_dir, allow_unlisted=True)
-        trainer_manifest = read_manifest(export_dir)
+        trainer_manifest = verify_folder(export_dir)
+        if not (export_dir / HF_MODEL_DIR / "config.json").is_file():
+            raise RegistryError(f"{export_dir} has no {HF_MODEL_DIR}/config.json; not a trainer export")
         metrics_doc = json.loads((export_dir / "metrics.json").read_text())
         spec = (
             json.loads((export_dir / "spec.json").read_text()) if (export_dir / "spec.json").is_file() else {}
@@ -307,7 +310,7 @@ class ModelRegistry:
             run_tags[TAG_IDEMPOTENCY] = idempotency_key
 
         with tempfile.TemporaryDirectory(prefix="distilld-stage-") as tmp:
-            staged = Path(tmp) / "model"
+            staged = Path(tmp) / BUNDLE_ARTIFACT_PATH
             _stage_copy(export_dir, staged)
             (staged / "decision_record.json").write_text(
                 json.dumps(decision_record, indent=2, sort_keys=True)
@@ -315,7 +318,7 @@ class ModelRegistry:
             for report in reports:
                 (staged / "reports").mkdir(exist_ok=True)
                 shutil.copyfile(report, staged / "reports" / Path(report).name)
-            extra = {k: v for k, v in trainer_manifest.items() if k != "files"}
+            extra = {k: v for k, v in trainer_manifest.items() if k not in ("files", "manifest_version")}
             version = self._register(
                 model_name,
                 staged,
@@ -433,7 +436,7 @@ class ModelRegistry:
         if not expected:
             raise IntegrityError(f"{model} v{mv.version} has no recorded {TAG_MANIFEST}; refusing to use it")
         with tempfile.TemporaryDirectory(prefix="distilld-manifest-") as tmp:
-            local = self.client.download_artifacts(mv.run_id, f"{MODEL_ARTIFACT_PATH}/{MANIFEST_NAME}", tmp)
+            local = self.client.download_artifacts(mv.run_id, f"{BUNDLE_ARTIFACT_PATH}/{MANIFEST_NAME}", tmp)
             manifest = json.loads(Path(local).read_text())
         if manifest_digest(manifest) != expected:
             raise IntegrityError(f"{model} v{mv.version}: stored manifest differs from the registered digest")
@@ -442,10 +445,10 @@ class ModelRegistry:
         return ModelVersionInfo(
             model=model,
             version=str(mv.version),
-            uri=f"{run.info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}",
+            uri=f"{run.info.artifact_uri.rstrip('/')}/{BUNDLE_ARTIFACT_PATH}",
             run_id=mv.run_id,
             manifest_sha256=expected,
-            sha256=dict(manifest["files"]),
+            sha256=manifest_sha256(manifest),
             aliases=aliases,
             tags=dict(mv.tags),
             metrics=dict(run.data.metrics),
@@ -455,7 +458,10 @@ class ModelRegistry:
         return self.version_info(model, CHAMPION)
 
     def download_verified(self, model: str, alias_or_version: str, dest: Path) -> Path:
-        """Download a version's files to ``dest`` and check them; IntegrityError (and no folder) on mismatch."""
+        """Download a version's bundle to ``dest`` and check it; IntegrityError (and no folder) on mismatch.
+
+        The Hugging Face model (e.g. the base of the next training job) is ``dest / HF_MODEL_DIR``.
+        """
         mv = self.resolve(model, alias_or_version)
         expected = mv.tags.get(TAG_MANIFEST)
         if not expected:
@@ -465,7 +471,7 @@ class ModelRegistry:
             shutil.rmtree(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="distilld-download-", dir=dest.parent) as tmp:
-            local = Path(self.client.download_artifacts(mv.run_id, MODEL_ARTIFACT_PATH, tmp))
+            local = Path(self.client.download_artifacts(mv.run_id, BUNDLE_ARTIFACT_PATH, tmp))
             try:
                 verify_folder(local, expected_digest=expected)
             except IntegrityError:

@@ -2,9 +2,10 @@
 
 Both models are evaluated by the trainer on the same sets, so the comparison
 is paired: ``holdout`` is fresh traffic (the reason for retraining), ``replay``
-is earlier/golden traffic (what must not be forgotten). Metrics per set:
-``agreement`` (teacher agreement, fraction), ``mean_kl`` (nats), and, with
-labels, ``accuracy`` and ``ece``.
+is earlier/golden traffic (what must not be forgotten). Metrics per set are the
+trainer's (``trainers/evaluate.py``): ``teacher_agreement`` (fraction),
+``mean_kl_to_teacher`` (nats), and, with labels, ``accuracy`` and ``ece``; a
+metric that could not be measured is ``None``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 from distilld.registry.config import GateConfig
 
-Metrics = dict[str, dict[str, float]]
+Metrics = dict[str, dict[str, float | None]]
+AGREEMENT = "teacher_agreement"
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,13 @@ def evaluate_gate(
     candidate_metrics: Metrics, champion_metrics: Metrics | None, gate: GateConfig
 ) -> GateVerdict:
     """Pure decision; ``reason`` is one human sentence, ``details`` the numbers behind it."""
-    cand_holdout = _metric(candidate_metrics, "holdout", "agreement")
+    cand_holdout = _metric(candidate_metrics, "holdout", AGREEMENT)
     if cand_holdout is None:
         return GateVerdict(False, "candidate has no holdout agreement metric", {})
     if not champion_metrics:
         return GateVerdict(True, "no champion to compare with", {"candidate_holdout_agreement": cand_holdout})
 
-    champ_holdout = _metric(champion_metrics, "holdout", "agreement")
+    champ_holdout = _metric(champion_metrics, "holdout", AGREEMENT)
     if champ_holdout is None:
         return GateVerdict(False, "champion has no holdout agreement metric; cannot compare", {})
     gain = cand_holdout - champ_holdout
@@ -61,8 +63,8 @@ def evaluate_gate(
         )
 
     replay_checked = False
-    for name in ("agreement", "accuracy"):
-        cand, champ = _metric(candidate_metrics, "replay", name), _metric(champion_metrics, "replay", name)
+    for key, name in ((AGREEMENT, "agreement"), ("accuracy", "accuracy")):
+        cand, champ = _metric(candidate_metrics, "replay", key), _metric(champion_metrics, "replay", key)
         if cand is None or champ is None:
             continue
         replay_checked = True

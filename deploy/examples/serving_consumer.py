@@ -68,7 +68,7 @@ def verify(folder: Path, sha256: dict[str, str], expected_manifest_digest: str) 
     manifest = json.loads((folder / MANIFEST).read_text())
     if manifest_digest(manifest) != expected_manifest_digest:
         raise HashMismatch(f"{folder}/{MANIFEST} is not the registered manifest")
-    if manifest["files"] != sha256:
+    if {rel: entry["sha256"] for rel, entry in manifest["files"].items()} != sha256:
         raise HashMismatch("the announced sha256 map differs from the model's manifest")
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST}
     if present != set(sha256):
@@ -94,12 +94,13 @@ class LoadedModel:
         return probs.argmax(dim=-1).tolist(), probs.tolist()
 
 
-def load(folder: Path, version: str) -> LoadedModel:
+def load(bundle: Path, version: str) -> LoadedModel:
+    """Load the Hugging Face model of a distilld bundle (its ``model/`` folder)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(bundle / "model")
     model.eval()
-    return LoadedModel(version, folder, AutoTokenizer.from_pretrained(folder), model)
+    return LoadedModel(version, bundle, AutoTokenizer.from_pretrained(bundle / "model"), model)
 
 
 class ServingConsumer:
@@ -149,9 +150,11 @@ class ServingConsumer:
 
         client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         mv = client.get_model_version_by_alias(self.model_name, "champion")
-        folder = self._fetch(f"runs:/{mv.run_id}/model", str(mv.version))
+        folder = self._fetch(f"runs:/{mv.run_id}/bundle", str(mv.version))
         manifest = json.loads((folder / MANIFEST).read_text())
-        verify(folder, manifest["files"], mv.tags[MANIFEST_TAG])
+        verify(
+            folder, {rel: entry["sha256"] for rel, entry in manifest["files"].items()}, mv.tags[MANIFEST_TAG]
+        )
         self._swap(load(folder, str(mv.version)))
 
     def _swap(self, new: LoadedModel) -> None:

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from registry_builders import write_export, write_tiny_model
+
 from distilld.registry.config import RegistryConfig
 from distilld.registry.model_registry import ModelRegistry
-from registry_builders import write_export, write_tiny_model
 
 
 @pytest.fixture(scope="module")

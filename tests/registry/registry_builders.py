@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from distilld.registry.integrity import write_manifest
-
 NUM_LABELS = 3
 VOCAB = [
     "[PAD]",
@@ -47,44 +45,48 @@ def write_tiny_model(folder: Path, seed: int) -> Path:
     return folder
 
 
+def split_metrics(agreement: float, n: int = 200) -> dict[str, Any]:
+    """One split in the trainer's format (``trainers/evaluate.py``), no labels."""
+    return {
+        "n_records": n,
+        "n_with_teacher": n,
+        "n_with_label": 0,
+        "teacher_agreement": agreement,
+        "mean_kl_to_teacher": round(1.0 - agreement, 4),
+        "accuracy": None,
+        "ece": None,
+    }
+
+
 def metrics_doc(
     candidate_holdout: float,
     champion_holdout: float,
     candidate_replay: float = 0.9,
     champion_replay: float = 0.9,
 ) -> dict[str, Any]:
-    def side(holdout: float, replay: float) -> dict[str, Any]:
-        return {
-            "holdout": {"agreement": holdout, "mean_kl": 1.0 - holdout, "n": 200},
-            "replay": {"agreement": replay, "mean_kl": 1.0 - replay, "n": 200},
-        }
-
+    """A metrics.json as the trainer writes it (``trainers/run_job.py``)."""
     return {
-        "candidate": side(candidate_holdout, candidate_replay),
-        "champion": side(champion_holdout, champion_replay),
+        "job_id": "job-test",
+        "model": "intent",
+        "method": "lora",
+        "candidate": {"holdout": split_metrics(candidate_holdout), "replay": split_metrics(candidate_replay)},
+        "champion": {"holdout": split_metrics(champion_holdout), "replay": split_metrics(champion_replay)},
+        "training": {"steps": 10, "final_loss": 0.5},
     }
 
 
-def write_export(
-    folder: Path, seed: int, metrics: dict[str, Any], spec: dict[str, Any] | None = None
-) -> Path:
-    """A folder in the trainer's export format: merged model, tokenizer, adapter/, metrics, spec, manifest."""
-    import numpy as np
-    from safetensors.numpy import save_file
+def write_export(folder: Path, seed: int, metrics: dict[str, Any]) -> Path:
+    """A candidate folder written by the trainer's own exporter, from a tiny LoRA-wrapped model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    write_tiny_model(folder, seed)
-    adapter = folder / "adapter"
-    adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
-    rng = np.random.default_rng(seed)
-    save_file(
-        {"lora_A": rng.standard_normal((4, 16)).astype("float32")}, str(adapter / "adapter_model.safetensors")
-    )
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    (folder / "spec.json").write_text(
-        json.dumps(spec or {"model": "intent", "lora": {"r": 4, "alpha": 8}, "epochs": 1, "lr": 5e-4})
-    )
-    write_manifest(folder, extra={"format": "distilld-export/1"})
+    from distilld.trainers.export import export_candidate
+
+    source = write_tiny_model(folder.parent / f"{folder.name}-source", seed)
+    model = AutoModelForSequenceClassification.from_pretrained(source)
+    lora = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"]))
+    spec = {"job_id": "job-test", "model": "intent", "hyperparameters": {"lora_rank": 2, "epochs": 1}}
+    export_candidate(lora, AutoTokenizer.from_pretrained(source), folder, metrics, json.dumps(spec))
     return folder
 
 

@@ -11,12 +11,13 @@ import time
 import boto3
 import pytest
 import requests
+from registry_builders import MlflowServer, load_serving_consumer, metrics_doc
+
 from distilld.daemon.promotion import Promotion
 from distilld.registry.artifact_store import S3ArtifactStore, artifact_store_from_location
 from distilld.registry.config import GateConfig, NotificationsConfig, RegistryConfig, SignalConfig
 from distilld.registry.integrity import IntegrityError
 from distilld.registry.model_registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
-from registry_builders import MlflowServer, load_serving_consumer, metrics_doc
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -100,7 +101,9 @@ def test_candidate_spooled_while_mlflow_is_down_survives_restart(
     assert after.registry.aliases("intent") == {CHAMPION: "2", PREVIOUS_CHAMPION: "1"}
     info = after.registry.champion("intent")
     assert info.uri.startswith("mlflow-artifacts:/")
-    assert any(k.endswith(f"{info.run_id}/artifacts/model/model.safetensors") for k in s3_keys(s3_endpoint))
+    assert any(
+        k.endswith(f"{info.run_id}/artifacts/bundle/model/model.safetensors") for k in s3_keys(s3_endpoint)
+    )
     assert after.retry_pending() == []
     after.close()
 
@@ -112,7 +115,9 @@ def test_tampered_s3_object_is_refused(mlflow_server, s3_endpoint, base_model, t
     )
     info = promotion.register_base("tamper", base_model)
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    [key] = [k for k in s3_keys(s3_endpoint) if k.endswith(f"{info.run_id}/artifacts/model/config.json")]
+    [key] = [
+        k for k in s3_keys(s3_endpoint) if k.endswith(f"{info.run_id}/artifacts/bundle/model/config.json")
+    ]
     s3.put_object(Bucket=BUCKET, Key=key, Body=b'{"model_type": "bert", "num_labels": 9}')
     with pytest.raises(IntegrityError, match="config.json"):
         promotion.registry.download_verified("tamper", CHAMPION, tmp_path / "served")
@@ -179,7 +184,7 @@ def test_serving_consumer_follows_the_champion(
         wait_for_version("1")
 
         forged = promotion.registry.version_info("support", "3")
-        forged_sha = {**forged.sha256, "model.safetensors": "0" * 64}
+        forged_sha = {**forged.sha256, "model/model.safetensors": "0" * 64}
         event = {
             "specversion": "1.0", "id": "forged", "source": "urn:test", "type": "distilld.model.promoted",
             "subject": "support",

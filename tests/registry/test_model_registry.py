@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+from registry_builders import metrics_doc
+
 from distilld.registry.integrity import IntegrityError, sha256_file
 from distilld.registry.model_registry import (
     CHALLENGER,
@@ -13,7 +15,6 @@ from distilld.registry.model_registry import (
     ModelRegistry,
     RegistryError,
 )
-from registry_builders import metrics_doc
 
 LINEAGE = {
     "rule": "divergence-high",
@@ -27,8 +28,8 @@ def test_register_base_becomes_champion_with_recorded_hashes(local_registry: Mod
     version = local_registry.register_base("intent", base_model)
     info = local_registry.champion("intent")
     assert info.version == version == "1"
-    assert info.sha256["model.safetensors"] == sha256_file(base_model / "model.safetensors")
-    assert set(info.sha256) >= {"config.json", "tokenizer.json", "model.safetensors"}
+    assert info.sha256["model/model.safetensors"] == sha256_file(base_model / "model.safetensors")
+    assert set(info.sha256) >= {"model/config.json", "model/tokenizer.json", "model/model.safetensors"}
     assert CHAMPION in info.aliases
     assert local_registry.client.get_experiment_by_name("distilld/intent") is not None
 
@@ -48,9 +49,9 @@ def test_candidate_run_carries_params_metrics_tags_and_artifacts(
 
     info = local_registry.version_info("intent", CHALLENGER)
     run = local_registry.client.get_run(info.run_id)
-    assert run.data.params["lora.r"] == "4"
-    assert run.data.metrics["candidate.holdout.agreement"] == pytest.approx(0.93)
-    assert run.data.metrics["champion.replay.mean_kl"] == pytest.approx(0.1)
+    assert run.data.params["hyperparameters.lora_rank"] == "2"
+    assert run.data.metrics["candidate.holdout.teacher_agreement"] == pytest.approx(0.93)
+    assert run.data.metrics["champion.replay.mean_kl_to_teacher"] == pytest.approx(0.1)
     assert run.data.tags["distilld.rule"] == "divergence-high"
     assert run.data.tags["distilld.decision_id"] == "dec-42"
     assert run.data.tags["distilld.parent_version"] == "1"
@@ -60,6 +61,7 @@ def test_candidate_run_carries_params_metrics_tags_and_artifacts(
         "adapter/adapter_model.safetensors",
         "decision_record.json",
         "reports/drift.json",
+        "model/model.safetensors",
         "metrics.json",
     } <= set(info.sha256)
     assert info.tags[TAG_MANIFEST] == info.manifest_sha256
@@ -90,7 +92,9 @@ def test_download_verified_returns_exact_files(
 ):
     local_registry.register_base("intent", base_model)
     dest = local_registry.download_verified("intent", CHAMPION, tmp_path / "served")
-    assert (dest / "model.safetensors").read_bytes() == (base_model / "model.safetensors").read_bytes()
+    assert (dest / "model" / "model.safetensors").read_bytes() == (
+        base_model / "model.safetensors"
+    ).read_bytes()
 
 
 def _stored_file(registry: ModelRegistry, model: str, version: str, rel: str) -> Path:
@@ -103,12 +107,12 @@ def test_tampered_artifact_is_refused(
 ):
     local_registry.register_base("intent", base_model)
     v2 = local_registry.register_candidate("intent", make_export(metrics_doc(0.93, 0.88)), {}, LINEAGE)
-    weights = _stored_file(local_registry, "intent", v2, "model.safetensors")
+    weights = _stored_file(local_registry, "intent", v2, "model/model.safetensors")
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
 
-    with pytest.raises(IntegrityError, match=r"changed=\['model.safetensors'\]"):
+    with pytest.raises(IntegrityError, match=r"changed=\['model/model.safetensors'\]"):
         local_registry.download_verified("intent", v2, tmp_path / "served")
     assert not (tmp_path / "served").exists()
     with pytest.raises(IntegrityError):
@@ -119,11 +123,11 @@ def test_tampered_artifact_is_refused(
 def test_rewritten_manifest_is_refused(local_registry: ModelRegistry, base_model: Path, tmp_path: Path):
     """Changing a file and its manifest together is still caught: the manifest digest lives in the registry."""
     local_registry.register_base("intent", base_model)
-    config = _stored_file(local_registry, "intent", "1", "config.json")
+    config = _stored_file(local_registry, "intent", "1", "model/config.json")
     config.write_text(config.read_text().replace('"num_hidden_layers": 1', '"num_hidden_layers": 2'))
-    manifest_path = config.parent / "manifest.json"
+    manifest_path = config.parent.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["files"]["config.json"] = sha256_file(config)
+    manifest["files"]["model/config.json"]["sha256"] = sha256_file(config)
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(IntegrityError, match="differs from the registered"):
         local_registry.download_verified("intent", CHAMPION, tmp_path / "served")

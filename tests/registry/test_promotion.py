@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import pytest
+from registry_builders import metrics_doc, read_events
+
 from distilld.daemon.notifications import Notifier
 from distilld.daemon.promotion import Promotion
 from distilld.daemon.serving_signal import (
@@ -21,7 +23,6 @@ from distilld.registry.config import (
     WebhookConfig,
 )
 from distilld.registry.model_registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION, ModelRegistry
-from registry_builders import metrics_doc, read_events
 
 pytestmark = pytest.mark.kafka
 
@@ -68,7 +69,7 @@ def test_candidate_lifecycle(wired, base_model, make_export, receiver, kafka_bro
     )
     assert (better.status, better.version) == ("promoted", "2")
     assert registry.aliases("intent") == {CHAMPION: "2", PREVIOUS_CHAMPION: "1"}
-    assert better.metrics["candidate.holdout.agreement"] == pytest.approx(0.93)
+    assert better.metrics["candidate.holdout.teacher_agreement"] == pytest.approx(0.93)
 
     worse = promotion.submit_candidate("intent", make_export(metrics_doc(0.90, 0.93)), DECISION, lineage("2"))
     assert (worse.status, worse.version) == ("kept", "3")
@@ -92,7 +93,7 @@ def test_candidate_lifecycle(wired, base_model, make_export, receiver, kafka_bro
     promoted = events[1]["data"]
     assert promoted["previous_version"] == "1"
     assert promoted["sha256"] == registry.version_info("intent", "2").sha256
-    assert promoted["metrics"]["champion.holdout.agreement"] == pytest.approx(0.88)
+    assert promoted["metrics"]["champion.holdout.teacher_agreement"] == pytest.approx(0.88)
 
     hooks = [(headers, body) for path, headers, body in receiver.requests if path == "/events"]
     assert [json.loads(body)["id"] for _, body in hooks] == [e["id"] for e in events]
@@ -115,7 +116,7 @@ def test_manual_approval_and_stale_parent(tmp_path, base_model, make_export):
     assert registry.aliases("intent") == {CHAMPION: "1", CHALLENGER: "2"}
     approved = manual.promote_manual("intent", "2")
     assert approved.status == "promoted"
-    assert approved.metrics["candidate.holdout.agreement"] == pytest.approx(0.95)
+    assert approved.metrics["candidate.holdout.teacher_agreement"] == pytest.approx(0.95)
     assert registry.aliases("intent") == {CHAMPION: "2", PREVIOUS_CHAMPION: "1"}
 
     auto = Promotion(registry, GateConfig(), spool)
@@ -131,7 +132,7 @@ def test_tampered_export_is_rejected_and_reported(tmp_path, base_model, make_exp
     promotion = Promotion(registry, GateConfig(), spool, notifier=notifier)
     registry.register_base("intent", base_model)
     export = make_export(metrics_doc(0.95, 0.80))
-    weights = export / "model.safetensors"
+    weights = export / "model" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
 
     outcome = promotion.submit_candidate("intent", export, DECISION, lineage("1"))

@@ -3,9 +3,9 @@ from distilld.registry.promotion_gate import evaluate_gate
 
 
 def side(holdout: float, replay: float | None = None, replay_acc: float | None = None) -> dict:
-    out = {"holdout": {"agreement": holdout}}
+    out = {"holdout": {"teacher_agreement": holdout}}
     if replay is not None:
-        out["replay"] = {"agreement": replay}
+        out["replay"] = {"teacher_agreement": replay, "accuracy": None}
         if replay_acc is not None:
             out["replay"]["accuracy"] = replay_acc
     return out

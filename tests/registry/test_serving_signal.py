@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from registry_builders import read_events
+
 from distilld.daemon.serving_signal import (
     EVENT_PROMOTED,
     KAFKA_TARGET,
@@ -12,7 +14,6 @@ from distilld.daemon.serving_signal import (
 )
 from distilld.registry.config import SignalConfig, WebhookConfig
 from distilld.registry.model_registry import ModelVersionInfo
-from registry_builders import read_events
 
 INFO = ModelVersionInfo(
     model="intent",
@@ -20,7 +21,7 @@ INFO = ModelVersionInfo(
     uri="file:///tmp/a/model",
     run_id="r1",
     manifest_sha256="ab" * 32,
-    sha256={"model.safetensors": "cd" * 32},
+    sha256={"model/model.safetensors": "cd" * 32},
 )
 
 
@@ -32,7 +33,7 @@ def test_event_is_a_cloudevent():
     assert event["specversion"] == "1.0"
     assert event["subject"] == "intent"
     assert event["time"].endswith("Z")
-    assert event["data"]["sha256"] == {"model.safetensors": "cd" * 32}
+    assert event["data"]["sha256"] == {"model/model.safetensors": "cd" * 32}
     assert event["data"]["model_uri"] == "models:/intent/4"
 
 
