@@ -390,3 +390,53 @@ class PolicyEngine:
 
 def _fmt(x: Any) -> str:
     return "?" if x is None else f"{x:.4g}"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """``PolicyEngine.status()`` as text for ``distilld status``."""
+    paused = status["paused"]
+    budget = status["budget"]
+    maint = status["maintenance"]
+    head = "paused since {} ({})".format(paused["since"], paused["reason"]) if paused["paused"] else "active"
+    if status["dry_run"]:
+        head += ", dry-run"
+    lines = [
+        f"policy: {head}; budget {budget['day']['used']}/{budget['day']['max']} in 24 h, "
+        f"{budget['week']['used']}/{budget['week']['max']} in 7 days",
+    ]
+    if maint["windows"]:
+        when = (
+            f"open until {maint['open_until']}" if maint["open_until"] else f"next opens {maint['next_open']}"
+        )
+        lines.append(f"maintenance windows: {'; '.join(maint['windows'])} — {when}")
+    for model, m in sorted(status["models"].items()):
+        lines.append(f"{model} (latest version {m.get('latest_version')}):")
+        for version, rules in sorted(m.get("rules", {}).items()):
+            for name, r in sorted(rules.items()):
+                last = r["last"]
+                count = ""
+                if r["state"] == "breaching":
+                    count = f" {r['breach_count']}/{r['trip_windows']}"
+                elif r["state"] == "clearing":
+                    count = f" {r['clear_count']}/{r['clear_windows']}"
+                since = f" since {r['tripped_at']}" if r["tripped_at"] else ""
+                lines.append(
+                    f"  v{version} {name:<22} {r['state']}{count}{since}; last {r['metric']}={_fmt(last['value'])} "
+                    f"(trip {_fmt(last['trip_level'])}, clear {_fmt(last['clear_level'])}, {last['verdict']})"
+                )
+        if m.get("running"):
+            lines.append(f"  retrain running, requested {iso(m['running']['requested_ts'])}")
+        if m.get("cooldown_until"):
+            lines.append(f"  cooldown until {m['cooldown_until']}")
+        pending = m.get("pending")
+        if pending:
+            lines.append(
+                f"  retrain pending since {pending['since']}, requested by {pending['requested_by']}"
+            )
+            for b in pending["waiting_for"]:
+                lines.append(f"    waits for {b['check']}: {b['detail']}")
+    if status.get("recent_decisions"):
+        lines.append("recent decisions:")
+        for d in status["recent_decisions"][-10:]:
+            lines.append(f"  #{d['id']} {d['ts']} {d['kind']} {d['model'] or '-'} {d['reason']}")
+    return "\n".join(lines)

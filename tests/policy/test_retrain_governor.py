@@ -233,3 +233,17 @@ def test_housekeeping_drops_idle_superseded_versions(make_engine, clock):
     Feeder(engine, clock, version="2").windows([0.01])
     assert engine.housekeeping() == 1
     assert set(engine.rule_states()["intent"]) == {"2"}
+
+
+def test_status_text_shows_rules_and_what_a_request_waits_for(make_engine, clock):
+    from distilld.daemon.policy_engine import format_status
+
+    engine = make_engine(
+        make_config(maintenance_windows=[MaintenanceWindow(cron="0 2 * * *", duration_s=600)])
+    )
+    feed = Feeder(engine, clock)
+    feed.windows([0.2, 0.2, 0.2, 0.04])
+    text = format_status(engine.status())
+    assert "v1 div" in text and "clearing 1/2" in text
+    assert "waits for maintenance_window: outside the maintenance windows" in text
+    assert "retrain_waiting" in text
