@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distilld.daemon.notifications import SPOOL_KIND as NOTIFICATION_KIND
 from distilld.daemon.notifications import (
@@ -33,6 +34,9 @@ from distilld.registry.config import GateConfig, NotificationsConfig, RegistryCo
 from distilld.registry.integrity import IntegrityError
 from distilld.registry.model_registry import CHAMPION, ModelRegistry, ModelVersionInfo, RegistryError
 from distilld.registry.promotion_gate import evaluate_gate
+
+if TYPE_CHECKING:
+    from distilld.daemon.config import DistilldConfig
 
 logger = logging.getLogger(__name__)
 
@@ -312,3 +316,52 @@ class Promotion:
             self.signal.close()
         if self.notifier is not None:
             self.notifier.close()
+
+
+# -- command-line entry points (wired by daemon/cli.py) --------------------------------------------
+
+
+def promotion_for(config: DistilldConfig) -> Promotion:
+    """The same wiring as the daemon's, for one-off commands."""
+    kafka = config.kafka.client_kwargs()
+    return Promotion.from_config(
+        config.registry,
+        config.signal,
+        config.notifications,
+        config.state.state_dir,
+        bootstrap_servers=kafka.pop("bootstrap_servers"),
+        producer_config=kafka,
+    )
+
+
+def _run_command(config: DistilldConfig, action) -> int:
+    promotion = promotion_for(config)
+    try:
+        result = action(promotion)
+    except (RegistryError, IntegrityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        promotion.close()
+    print(json.dumps(result, indent=2, sort_keys=True))
+    return 0
+
+
+def register_base_main(config: DistilldConfig, model: str, path: Path) -> int:
+    """``distilld register-base --model M PATH``: register a Hugging Face folder as the first champion."""
+
+    def action(promotion: Promotion) -> dict[str, Any]:
+        info = promotion.register_base(model, Path(path))
+        return {"model": model, "version": info.version, "alias": "champion", "artifact_uri": info.uri}
+
+    return _run_command(config, action)
+
+
+def promote_main(config: DistilldConfig, model: str, version: str) -> int:
+    """``distilld promote --model M --version V``: verify and promote (manual approval)."""
+    return _run_command(config, lambda promotion: asdict(promotion.promote_manual(model, str(version))))
+
+
+def rollback_main(config: DistilldConfig, model: str) -> int:
+    """``distilld rollback --model M``: move ``champion`` back to the previous champion and signal it."""
+    return _run_command(config, lambda promotion: asdict(promotion.rollback(model)))

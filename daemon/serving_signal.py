@@ -122,12 +122,10 @@ class ServingSignal:
         if self._producer is None:
             from kafka import KafkaProducer
 
-            self._producer = KafkaProducer(
-                bootstrap_servers=self.bootstrap_servers,
-                acks="all",
-                client_id=f"distilld-signal-{socket.gethostname()}",
-                **self.producer_config,
-            )
+            options = {"client_id": f"distilld-signal-{socket.gethostname()}", **self.producer_config}
+            # Every event must reach all in-sync replicas: it is the only trigger serving gets.
+            options["acks"] = "all"
+            self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers, **options)
         return self._producer
 
     def send_kafka(self, event: dict[str, Any]) -> None:
