@@ -419,7 +419,7 @@ def format_status(status: dict[str, Any]) -> str:
                     count = f" {r['breach_count']}/{r['trip_windows']}"
                 elif r["state"] == "clearing":
                     count = f" {r['clear_count']}/{r['clear_windows']}"
-                since = f" since {r['tripped_at']}" if r["tripped_at"] else ""
+                since = f" (tripped {r['tripped_at']})" if r["tripped_at"] else ""
                 lines.append(
                     f"  v{version} {name:<22} {r['state']}{count}{since}; last {r['metric']}={_fmt(last['value'])} "
                     f"(trip {_fmt(last['trip_level'])}, clear {_fmt(last['clear_level'])}, {last['verdict']})"

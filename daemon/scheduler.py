@@ -30,6 +30,7 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+
 from distilld.daemon.decision_record import iso
 from distilld.daemon.policy_config import PolicyConfig, parse_cron
 from distilld.daemon.policy_engine import PolicyEngine

@@ -121,3 +121,30 @@ def test_rules_are_per_model_version_and_respect_the_models_filter(make_engine, 
     assert Feeder(engine, clock, model="intent").window(0.9) == []
     assert kinds(Feeder(engine, clock, model="search-ranker").window(0.9)) == ["rule_tripped"]
     assert set(engine.rule_states()) == {"search-ranker"}
+
+
+def test_direction_below_trips_on_low_values(make_engine, clock):
+    rule = fixed_rule(
+        direction="below", trip=0.80, clear=0.90, trip_windows=2, clear_windows=1, action="notify"
+    )
+    engine = make_engine(make_config(rules=[rule]))
+    feed = Feeder(engine, clock)
+    assert feed.windows([0.85, 0.95, 0.81]) == []  # never below the trip level
+    assert kinds(feed.windows([0.7, 0.75])) == ["rule_breaching", "rule_tripped"]
+    assert feed.window(0.85) == []  # in the band [0.8, 0.9]
+    assert kinds(feed.window(0.9)) == ["rule_rearmed"]
+
+
+def test_a_failing_listener_does_not_stop_the_policy(make_engine, clock):
+    engine = make_engine(make_config(rules=[fixed_rule(trip_windows=1)]))
+    seen = []
+
+    def broken(record):
+        raise RuntimeError("webhook down")
+
+    engine.subscribe(broken)
+    engine.subscribe(seen.append)
+    out = Feeder(engine, clock).window(0.5)
+    assert kinds(out) == ["rule_tripped", "retrain_requested"]
+    assert kinds(seen) == kinds(out)
+    assert engine.decisions(limit=5)[-1].kind == "retrain_requested"
