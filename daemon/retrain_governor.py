@@ -144,9 +144,6 @@ class RetrainGovernor:
     def latest_version(self, model: str) -> str | None:
         return self._model(model)["latest_version"]
 
-    def is_paused(self) -> bool:
-        return bool(self._global()["paused"])
-
     # ---- inputs ---------------------------------------------------------
     def note_window(self, model: str, version: str, n_records: int, now: float) -> None:
         m = self._model(model)
