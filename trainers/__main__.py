@@ -24,10 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the job described by a JobSpec JSON file")
     run.add_argument("spec", type=Path, help="path to the JobSpec JSON file")
     sub.add_parser("schema", help="print the JobSpec JSON schema")
+    pair = sub.add_parser("pair", help="build (or find) the cached MiniLM teacher / 2-layer student pair")
+    pair.add_argument(
+        "--cache-dir", type=Path, default=None, help="cache folder (default: $DISTILLD_PAIR_CACHE)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "schema":
         print(json.dumps(JobSpec.model_json_schema(), indent=2))
+        return 0
+    if args.command == "pair":
+        from distilld.trainers.pair_bootstrap import bootstrap_pair
+
+        found = bootstrap_pair(args.cache_dir)
+        print(json.dumps({"cache_dir": str(found.root), **found.info}, indent=2))
         return 0
     try:
         spec = JobSpec.read(args.spec)

@@ -54,6 +54,9 @@ class TrainerConfig(BaseModel):
     )
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Training knobs.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training device policy for jobs.")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch CPU threads for jobs (None: torch's default)."
+    )
     job_time_limit_s: float = Field(
         3600.0, gt=0, description="A job still running after this long is killed and reported as failed."
     )
@@ -83,6 +86,7 @@ class TrainerConfig(BaseModel):
             missing_teacher_policy=self.missing_teacher_policy,
             hyperparameters=self.hyperparameters,
             device=self.device,
+            cpu_threads=self.cpu_threads,
             time_limit_s=self.job_time_limit_s,
             output_dir=output_dir,
             s3_endpoint_url=self.s3_endpoint_url,

@@ -61,6 +61,11 @@ class Hyperparameters(BaseModel):
     method: Literal["lora", "full"] = Field(
         "lora", description="'lora': PEFT LoRA adapters (exported merged); 'full': fine-tune every weight."
     )
+    freeze_embeddings: bool = Field(
+        False,
+        description="With method 'full': keep the token-embedding matrix fixed (most of a small student's "
+        "weights, and most of its optimiser time).",
+    )
     temperature: float = Field(4.0, gt=0, le=20, description="Softmax temperature for the KD term.")
     alpha: float = Field(
         0.7,
@@ -119,6 +124,12 @@ class JobSpec(BaseModel):
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters, description="Training knobs.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="'auto' uses CUDA (bf16 autocast) when present, else CPU."
+    )
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads on CPU (None: torch's default); on a shared CPU fewer threads "
+        "often train faster.",
     )
     time_limit_s: float = Field(
         3600.0, gt=0, description="The trainer fails the job once this much time has passed."

@@ -81,6 +81,8 @@ def _execute(spec: JobSpec, progress: ProgressFile, started: float) -> JobResult
     deadline = started + spec.time_limit_s
     seed_everything(hp.seed)
     device = resolve_device(spec.device)
+    if spec.cpu_threads is not None:
+        torch.set_num_threads(spec.cpu_threads)
     progress.phase("loading")
     with tempfile.TemporaryDirectory(prefix="distilld-snapshot-") as tmp:
         snapshot = read_snapshot(fetch_snapshot(spec.snapshot_uri, Path(tmp), spec.s3_endpoint_url))
@@ -117,6 +119,8 @@ def _execute(spec: JobSpec, progress: ProgressFile, started: float) -> JobResult
         )
     if hp.method == "lora":
         model = wrap_with_lora(model, hp)
+    elif hp.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
     trainable, total = parameter_counts(model)
 
     progress.phase("train")
