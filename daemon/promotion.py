@@ -179,10 +179,12 @@ class Promotion:
         export = entry.files_dir / EXPORT_ATTACHMENT
         reports_dir = entry.files_dir / REPORTS_ATTACHMENT
         reports = tuple(sorted(reports_dir.iterdir())) if reports_dir.is_dir() else ()
-        metrics_path = export / "metrics.json"
-        if not metrics_path.is_file():
-            raise PermanentFailure(f"export of spool entry {entry.id} has no metrics.json")
-        metrics_doc = json.loads(metrics_path.read_text())
+        try:
+            metrics_doc = json.loads((export / "metrics.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise PermanentFailure(
+                f"export of spool entry {entry.id} has no readable metrics.json: {exc}"
+            ) from exc
         headline = headline_metrics(metrics_doc)
 
         version = self.registry.register_candidate(

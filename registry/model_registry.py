@@ -162,17 +162,9 @@ class ModelRegistry:
         )
 
     def _ensure_registered_model(self, model: str) -> None:
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
-
-        name = self.registered_name(model)
-        try:
-            self.client.get_registered_model(name)
-        except MlflowException as exc:
-            if exc.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
-                raise
+        if self._registered_model(model) is None:
             self.client.create_registered_model(
-                name,
+                self.registered_name(model),
                 tags={"distilld.model": model},
                 description=f"Student model {model!r}, managed by distilld.",
             )
@@ -355,14 +347,26 @@ class ModelRegistry:
                 raise RegistryError(f"{model}: no version {alias_or_version!r}") from exc
             raise
 
+    def _registered_model(self, model: str):
+        """The MLflow RegisteredModel, or None if nothing was registered under that name yet."""
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+        try:
+            return self.client.get_registered_model(self.registered_name(model))
+        except MlflowException as exc:
+            if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                return None
+            raise
+
     def aliases(self, model: str) -> dict[str, str]:
-        return {
-            a: str(v)
-            for a, v in self.client.get_registered_model(self.registered_name(model)).aliases.items()
-        }
+        registered = self._registered_model(model)
+        return {a: str(v) for a, v in registered.aliases.items()} if registered is not None else {}
 
     def _history(self, model: str) -> list[str]:
-        registered = self.client.get_registered_model(self.registered_name(model))
+        registered = self._registered_model(model)
+        if registered is None:
+            return []
         raw = registered.tags.get(TAG_HISTORY)
         if raw:
             return [str(v) for v in json.loads(raw)]

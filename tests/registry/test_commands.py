@@ -37,6 +37,7 @@ def test_register_promote_rollback_commands(tmp_path, kafka_broker, base_model, 
     assert rollback_main(config, "intent") == 1
     assert "no previous champion" in capsys.readouterr().err
     assert promote_main(config, "intent", "7") == 1
+    assert promote_main(config, "never-registered", "1") == 1
 
     check = promotion_for(config)
     assert check.registry.aliases("intent") == {CHAMPION: "1"}

@@ -160,6 +160,11 @@ def test_unknown_version_and_non_hf_folder(local_registry: ModelRegistry, base_m
         local_registry.resolve("intent", "9")
     with pytest.raises(RegistryError, match="no version 'nosuchalias'"):
         local_registry.resolve("intent", "nosuchalias")
+    assert local_registry.aliases("never-registered") == {}
+    with pytest.raises(RegistryError, match="no previous champion"):
+        local_registry.rollback("never-registered")
+    with pytest.raises(RegistryError, match="no version 'champion'"):
+        local_registry.champion("never-registered")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(RegistryError, match="not a Hugging Face model folder"):
