@@ -9,9 +9,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from distilld.daemon.config import ConfigError, json_schema, load_config
-
 from distilld import __version__
+from distilld.daemon.config import ConfigError, json_schema, load_config
 
 
 def _load(path: Path | None):
@@ -57,9 +56,13 @@ def _daemon_url(args) -> str:
 
 
 def _http(url: str, body: dict | None = None, token_env: str | None = None) -> dict:
+    import os
+
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
     req.add_header("Content-Type", "application/json")
+    if token_env and os.environ.get(token_env):
+        req.add_header("Authorization", f"Bearer {os.environ[token_env]}")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
@@ -93,6 +96,91 @@ def cmd_status(args) -> int:
     return 0
 
 
+def _control(args, name: str, body: dict) -> int:
+    config = _load(args.config) if args.config else None
+    token_env = config.http.control_token_env if config else None
+    doc = _http(f"{_daemon_url(args)}/v1/{name}", body, token_env)
+    for decision in doc.get("decisions", []):
+        print(f"#{decision.get('id')} {decision.get('kind')}: {decision.get('reason')}")
+    return 0
+
+
+def cmd_retrain(args) -> int:
+    return _control(args, "retrain", {"model": args.model, "reason": args.reason, "force": args.force})
+
+
+def cmd_pause(args) -> int:
+    return _control(args, "pause", {"reason": args.reason})
+
+
+def cmd_resume(args) -> int:
+    return _control(args, "resume", {})
+
+
+def cmd_decisions(args) -> int:
+    from distilld.daemon.decision_record import DecisionJournal, format_decision
+    from distilld.daemon.service import STATE_DB
+    from distilld.daemon.state_store import StateStore
+
+    config = _load(args.config)
+    store = StateStore(config.state.state_dir / STATE_DB)
+    try:
+        records = DecisionJournal(store).recent(model=args.model, limit=args.limit)
+    finally:
+        store.close()
+    if args.id is not None:
+        match = [r for r in records if r.id == args.id]
+        if not match:
+            raise SystemExit(f"decision #{args.id} is not among the last {args.limit}")
+        print(json.dumps(match[0].to_dict(), indent=2, default=str))
+        return 0
+    for r in records:
+        print(format_decision(r))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from distilld.daemon.drift_monitor import DriftMonitor
+    from distilld.daemon.service import STATE_DB
+    from distilld.daemon.state_store import StateStore
+    from distilld.daemon.windows import META_NS, STATE_NS
+    from distilld.detectors.evidently_report import build_evidently_report
+
+    config = _load(args.config)
+    store = StateStore(config.state.state_dir / STATE_DB)
+    try:
+        metas = [m for m in store.items_json(META_NS).values() if m["model"] == args.model]
+        if args.version:
+            metas = [m for m in metas if m["version"] == args.version]
+        if not metas:
+            raise SystemExit(f"no open window for model {args.model!r}; is the daemon consuming it?")
+        meta = max(metas, key=lambda m: m["window_id"])
+        monitor = DriftMonitor(config.detectors, store, None)
+        reference = monitor.reference(meta["model"], meta["version"], meta["n_classes"])
+        if reference is None:
+            raise SystemExit(
+                f"{args.model}/{meta['version']} has no reference yet (still collecting records)"
+            )
+        blob = store.get_blob(STATE_NS, f"{meta['model']}\x1f{meta['version']}")
+        current = monitor.suite(meta["n_classes"]).load_window(blob)
+    finally:
+        store.close()
+    out = args.out or (
+        config.state.state_dir / "reports" / f"{args.model}-{meta['version']}-w{meta['window_id']}"
+    )
+    summary = build_evidently_report(reference.window, current, out)
+    print(json.dumps(summary, indent=2, default=str))
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _registry_command(args, fn_name: str, *fn_args) -> int:
+    from distilld.daemon import promotion
+
+    config = _load(args.config)
+    return getattr(promotion, fn_name)(config, *fn_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distilld", description="Continuous distillation daemon.")
     parser.add_argument("--version", action="version", version=f"distilld {__version__}")
@@ -116,6 +204,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=None, help="daemon base URL (default: from the config's http section)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
+
+    def daemon_target(p):
+        p.add_argument("-c", "--config", type=Path, default=None)
+        p.add_argument(
+            "--url", default=None, help="daemon base URL (default: from the config's http section)"
+        )
+
+    p = sub.add_parser("retrain", help="ask the running daemon to re-distil a model (subject to budget)")
+    daemon_target(p)
+    p.add_argument("--model", required=True)
+    p.add_argument("--reason", required=True, help="why; recorded in the decision record")
+    p.add_argument("--force", action="store_true", help="ignore cooldown, budget and maintenance windows")
+    p.set_defaults(func=cmd_retrain)
+
+    p = sub.add_parser("pause", help="no retrains start while paused; detection continues")
+    daemon_target(p)
+    p.add_argument("--reason", default="operator")
+    p.set_defaults(func=cmd_pause)
+
+    p = sub.add_parser("resume", help="undo pause")
+    daemon_target(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("decisions", help="recent decision records (why did it retrain?)")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--model", default=None)
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--id", type=int, default=None, help="print this decision record in full (JSON)")
+    p.set_defaults(func=cmd_decisions)
+
+    p = sub.add_parser("report", help="Evidently drift report: reference vs the model's current window")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", default=None)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <state_dir>/reports/...)")
+    p.set_defaults(func=cmd_report)
+
+    from distilld.daemon.replay import build_parser as replay_parser
+    from distilld.daemon.replay import replay_command
+
+    p = replay_parser(
+        sub.add_parser("replay", help="replay history through detectors and rules (no training)")
+    )
+    p.set_defaults(func=replay_command)
+
+    p = sub.add_parser("register-base", help="register an existing student folder as the first champion")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("path", type=Path, help="Hugging Face model folder")
+    p.set_defaults(func=lambda a: _registry_command(a, "register_base_main", a.model, a.path))
+
+    p = sub.add_parser("promote", help="promote a registered version to champion (manual approval)")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", required=True)
+    p.set_defaults(func=lambda a: _registry_command(a, "promote_main", a.model, a.version))
+
+    p = sub.add_parser("rollback", help="move champion back to the previous champion and signal serving")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--model", required=True)
+    p.set_defaults(func=lambda a: _registry_command(a, "rollback_main", a.model))
     return parser
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from distilld.daemon.policy_config import PolicyConfig
 from distilld.detectors.config import DetectorsConfig
 from distilld.registry.config import NotificationsConfig, RegistryConfig, SignalConfig
 from distilld.trainers.config import TrainerConfig
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Section(BaseModel):

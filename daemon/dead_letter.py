@@ -6,8 +6,9 @@ and the source coordinates, so a fixed consumer can re-inject a record.
 
 from __future__ import annotations
 
-from distilld.daemon.record import RecordError
 from kafka import KafkaProducer
+
+from distilld.daemon.record import RecordError
 
 HEADER_REASON = "distilld-reason"
 HEADER_DETAIL = "distilld-detail"

@@ -45,7 +45,8 @@ class DriftMonitor:
         self._suites: dict[int, DetectorSuite] = {}
         self._references: dict[str, Reference] = {}
         self._builders: dict[str, ReferenceBuilder] = {}
-        self._dirty_builders: set[str] = set()
+        # the latest scored window per version, for the drift report a retrain attaches
+        self._last_closed: dict[str, WindowState] = {}
 
     def suite(self, n_classes: int) -> DetectorSuite:
         if n_classes not in self._suites:
@@ -150,6 +151,7 @@ class DriftMonitor:
             reference = self.reference(meta.model, meta.version, meta.n_classes)
             if reference is None or w.state is None:
                 continue
+            self._last_closed[_key(meta.model, meta.version)] = w.state
             scores = self.suite(meta.n_classes).score(reference, w.state)
             window = {
                 "id": meta.window_id,
@@ -183,6 +185,18 @@ class DriftMonitor:
             )
             if self.policy is not None:
                 self.policy.on_window_closed(meta.model, meta.version, window, scores)
+
+    def last_closed_with_reference(
+        self, model: str, version: str | None
+    ) -> tuple[WindowState, WindowState] | None:
+        """(reference window, latest scored window) of a version, if this process has scored one."""
+        if version is None:
+            return None
+        current = self._last_closed.get(_key(model, version))
+        reference = self._references.get(_key(model, version))
+        if current is None or reference is None:
+            return None
+        return reference.window, current
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

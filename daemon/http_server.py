@@ -18,8 +18,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from distilld.daemon.metrics import DaemonMetrics
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from distilld.daemon.metrics import DaemonMetrics
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
 from distilld.daemon.config import DistilldConfig
 from distilld.daemon.dead_letter import DeadLetterWriter, dead_letter_producer
 from distilld.daemon.metrics import DaemonMetrics
@@ -28,11 +34,6 @@ from distilld.daemon.record import InferenceRecord, RecordError, decode_record, 
 from distilld.daemon.state_store import StateStore
 from distilld.daemon.windows import ClosedWindow, WindowManager
 from distilld.detectors.record_batch import RecordBatch
-from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-from kafka.structs import OffsetAndMetadata
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,9 @@ class IngestLoop:
         """Poll until ``stop`` is set; the batch in hand is finished, persisted and committed first."""
         if self.consumer is None:
             self.connect()
+        timeout_s = self.config.kafka.poll_timeout_ms / 1000
         while not stop.is_set():
+            began = time.monotonic()
             try:
                 polled = self.consumer.poll(timeout_ms=self.config.kafka.poll_timeout_ms)
             except KafkaError as err:
@@ -190,6 +193,9 @@ class IngestLoop:
                 self.process(polled)
             else:
                 self._closed_by_time()
+                # with no broker reachable poll() can return at once; do not spin
+                if time.monotonic() - began < timeout_s / 10:
+                    stop.wait(timeout_s / 2)
             self._refresh_readiness()
             if on_idle is not None:
                 on_idle()

@@ -15,8 +15,9 @@ from datetime import datetime
 from typing import Annotated
 
 import numpy as np
-from distilld.detectors.record_batch import NO_LABEL, RecordBatch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from distilld.detectors.record_batch import NO_LABEL, RecordBatch
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 

@@ -1,4 +1,10 @@
-"""The daemon process: wires the state store, windows, consumer loop and HTTP endpoint together."""
+"""The daemon process: wires state, windows, detectors, policy, training and promotion together.
+
+Threads: the consumer loop (owns windows and detectors; starts and collects
+training jobs from its idle hook), APScheduler's worker (maintenance windows,
+cron re-distillation, housekeeping), and the HTTP server. All durable state
+goes through the one ``StateStore``, whose lock serialises them.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +14,28 @@ import threading
 import time
 from typing import Any
 
+from distilld import __version__
 from distilld.daemon.config import DistilldConfig
+from distilld.daemon.decision_record import format_decision
 from distilld.daemon.drift_monitor import DriftMonitor
-from distilld.daemon.http_server import DaemonHttpServer
+from distilld.daemon.http_server import ControlError, DaemonHttpServer
 from distilld.daemon.ingest import IngestLoop
+from distilld.daemon.job_runner import JobRunner
 from distilld.daemon.metrics import DaemonMetrics
+from distilld.daemon.notifications import rule_tripped
 from distilld.daemon.policy_engine import PolicyEngine
+from distilld.daemon.promotion import Promotion
+from distilld.daemon.retrain_coordinator import RetrainCoordinator
 from distilld.daemon.scheduler import PolicyScheduler
 from distilld.daemon.state_store import StateStore
+from distilld.daemon.training_buffer import TrainingBuffer
 from distilld.daemon.windows import ClosedWindow
 from distilld.detectors.record_batch import RecordBatch
-
-from distilld import __version__
 
 log = logging.getLogger(__name__)
 
 STATE_DB = "state.sqlite"
+BUFFER_DB = "training_buffer.sqlite"
 
 
 class Daemon:
@@ -37,6 +49,22 @@ class Daemon:
         self.policy = PolicyEngine(config.policy, self.store)
         self.monitor = DriftMonitor(config.detectors, self.store, self.policy)
         self.windows = self.monitor.window_manager(config.windows)
+        self.buffer = TrainingBuffer(state_dir / BUFFER_DB, config.trainer.buffer_records)
+        kafka = config.kafka.client_kwargs()
+        self.promotion = Promotion.from_config(
+            config.registry,
+            config.signal,
+            config.notifications,
+            state_dir,
+            bootstrap_servers=kafka.pop("bootstrap_servers"),
+            producer_config=kafka,
+        )
+        self.runner = JobRunner(state_dir / "jobs", config.trainer)
+        self.retrains = RetrainCoordinator(
+            config, self.store, self.policy, self.monitor, self.buffer, self.runner, self.promotion
+        )
+        self.policy.subscribe(self._log_decision)
+        self.policy.subscribe(self._notify_trip, kinds=["rule_tripped"])
         self.ingest = IngestLoop(
             config,
             self.store,
@@ -55,39 +83,33 @@ class Daemon:
             status=self.status,
             healthy=self._healthy,
             ready=lambda: self.ingest.ready,
+            controls={
+                "retrain": self._control_retrain,
+                "pause": self._control_pause,
+                "resume": self._control_resume,
+            },
             control_token_env=config.http.control_token_env,
         )
         self._started_at = time.time()
         self._last_loop = time.monotonic()
         self._last_status = (time.monotonic(), 0)
 
+    # the consumer thread's hooks --------------------------------------------
     def _on_records(
         self, model: str, version: str, batch: RecordBatch, sources: list[tuple[str, int, int]]
     ) -> None:
         self.monitor.feed_reference(model, version, batch)
+        self.buffer.add(model, batch, sources, model_version=version)
 
     def _on_windows_closed(self, closed: list[ClosedWindow]) -> None:
         for w in closed:
             self.store.append_journal("window_closed", w.summary(), model=w.meta.model)
-            log.info(
-                "window closed",
-                extra={
-                    "model": w.meta.model,
-                    "version": w.meta.version,
-                    "window_id": w.meta.window_id,
-                    "records": w.meta.n_records,
-                    "closed_by": w.closed_by,
-                },
-            )
         self.monitor.on_windows_closed(closed)
-
-    def _healthy(self) -> bool:
-        # the loop polls at least every poll_timeout_ms; a minute of silence means it is stuck
-        return time.monotonic() - self._last_loop < 60
 
     def _on_idle(self) -> None:
         now = time.monotonic()
         self._last_loop = now
+        self.retrains.pump()
         last_t, last_n = self._last_status
         if now - last_t >= self.config.logging.status_interval_s:
             consumed = self.ingest.stats.consumed
@@ -101,9 +123,52 @@ class Daemon:
                     "lag": sum(self.ingest.lag.values()),
                     "ready": self.ingest.ready,
                     "windows": {f"{w.model}/{w.version}": w.n_records for w in self.windows.open_windows()},
+                    "training_jobs": [j.job_id for j in self.runner.running()],
                 },
             )
             self._last_status = (now, consumed)
+
+    # policy listeners --------------------------------------------------------
+    def _log_decision(self, record) -> None:
+        log.info(
+            "decision",
+            extra={
+                "decision_id": record.id,
+                "kind": str(record.kind),
+                "model": record.model,
+                "rule": record.rule,
+                "summary": format_decision(record),
+            },
+        )
+
+    def _notify_trip(self, record) -> None:
+        if self.promotion.notifier is None:
+            return
+        evidence = {w["id"]: w.get("score", {}).get("evidence") for w in record.windows[-1:]}
+        self.promotion.notifier.notify(rule_tripped(record.model, record.rule, str(record.id), evidence))
+
+    # operator controls ------------------------------------------------------
+    def _control_retrain(self, body: dict[str, Any]) -> dict[str, Any]:
+        model = body.get("model")
+        if not model:
+            raise ValueError("'model' is required")
+        records = self.policy.request_manual(
+            model, str(body.get("reason") or "manual"), bool(body.get("force"))
+        )
+        if not records:
+            raise ControlError(f"no decision was made for {model!r}")
+        return {"decisions": [r.to_dict() for r in records]}
+
+    def _control_pause(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"decisions": [r.to_dict() for r in self.policy.pause(str(body.get("reason") or "operator"))]}
+
+    def _control_resume(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"decisions": [r.to_dict() for r in self.policy.resume()]}
+
+    # status and health ------------------------------------------------------
+    def _healthy(self) -> bool:
+        # the loop polls at least every poll_timeout_ms; a minute of silence means it is stuck
+        return time.monotonic() - self._last_loop < 60
 
     def status(self) -> dict[str, Any]:
         return {
@@ -113,13 +178,11 @@ class Daemon:
             "windows": self.windows.status(),
             "references": self.monitor.status(),
             "policy": self.policy.status(),
+            "retrains": self.retrains.status(),
             "scheduler": self.scheduler.jobs(),
-            "recent_windows": [
-                {"id": e["id"], "ts": e["ts"], **e["payload"]}
-                for e in self.store.journal("window_closed", limit=10)
-            ],
         }
 
+    # lifecycle --------------------------------------------------------------
     def install_signal_handlers(self) -> None:
         def _stop(signum, _frame):
             log.info("shutdown requested", extra={"signal": signal.Signals(signum).name})
@@ -138,6 +201,7 @@ class Daemon:
                 "topics": self.config.kafka.topics,
                 "group_id": self.config.kafka.group_id,
                 "state_dir": str(self.config.state.state_dir),
+                "dry_run": self.config.policy.limits.dry_run,
             },
         )
         try:
@@ -145,8 +209,16 @@ class Daemon:
             self.ingest.connect()
             self.ingest.run(self.stop_event, on_idle=self._on_idle)
         finally:
-            self.scheduler.shutdown(wait=False)
-            self.ingest.close()
-            self.http.stop()
-            self.store.close()
-            log.info("distilld stopped", extra={"consumed": self.ingest.stats.consumed})
+            self.close()
+
+    def close(self) -> None:
+        self.scheduler.shutdown(wait=False)
+        self.ingest.close()
+        # nothing of ours outlives the daemon: a running job is cancelled and
+        # reported; its retrain request is retried by the policy after restart
+        self.runner.close()
+        self.promotion.close()
+        self.buffer.close()
+        self.http.stop()
+        self.store.close()
+        log.info("distilld stopped", extra={"consumed": self.ingest.stats.consumed})

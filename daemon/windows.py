@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
 from distilld.daemon.config import WindowsConfig
 from distilld.daemon.state_store import StateStore
 from distilld.detectors.record_batch import RecordBatch

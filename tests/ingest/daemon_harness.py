@@ -13,9 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from kafka import KafkaProducer
+
 from distilld.daemon.state_store import StateStore
 from distilld.daemon.windows import META_NS
-from kafka import KafkaProducer
 
 N_CLASSES = 45
 

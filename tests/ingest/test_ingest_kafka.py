@@ -6,9 +6,9 @@ import json
 import time
 
 import pytest
-from distilld.daemon.dead_letter import HEADER_OFFSET, HEADER_REASON
 from kafka import KafkaConsumer, TopicPartition
 
+from distilld.daemon.dead_letter import HEADER_OFFSET, HEADER_REASON
 from tests.conftest import kafka_kit
 from tests.ingest.daemon_harness import (
     MALFORMED,
@@ -26,22 +26,33 @@ def _consumed(n):
     return lambda doc: doc["consumer"]["records"]["consumed"] >= n
 
 
-def _daemon(tmp_path, kafka_broker, topic, group, name="d"):
-    port = kafka_kit.free_port()
-    d = tmp_path / name
-    d.mkdir()
-    cfg = write_config(d, kafka_broker.bootstrap, topic, group, port)
-    return DaemonProcess(cfg, port, d / "daemon.log"), d / "state"
+@pytest.fixture
+def make_daemon(kafka_broker, tmp_path):
+    started: list[DaemonProcess] = []
+
+    def make(topic, group, name="d"):
+        port = kafka_kit.free_port()
+        d = tmp_path / name
+        d.mkdir()
+        cfg = write_config(d, kafka_broker.bootstrap, topic, group, port)
+        daemon = DaemonProcess(cfg, port, d / "daemon.log")
+        started.append(daemon)
+        return daemon, d / "state"
+
+    yield make
+    for daemon in started:
+        if daemon.proc is not None and daemon.proc.poll() is None:
+            daemon.kill()
 
 
-def test_good_and_malformed_records(kafka_broker, tmp_path):
+def test_good_and_malformed_records(kafka_broker, make_daemon):
     topic = kafka_broker.new_topic(partitions=2)
     n_good = 2500
     values = [json.dumps(record(i)).encode() for i in range(n_good)]
     values[100:100] = MALFORMED
     produce(kafka_broker.bootstrap, topic, values)
 
-    daemon, state = _daemon(tmp_path, kafka_broker, topic, "g-a")
+    daemon, state = make_daemon(topic, "g-a")
     daemon.start()
     doc = daemon.wait_for(_consumed(len(values)), what="all records consumed")
     assert doc["consumer"]["records"]["dead_lettered"] == len(MALFORMED)
@@ -70,11 +81,11 @@ def test_good_and_malformed_records(kafka_broker, tmp_path):
     assert committed == ends
 
 
-def test_sigkill_mid_stream_counts_every_record_once(kafka_broker, tmp_path):
+def test_sigkill_mid_stream_counts_every_record_once(kafka_broker, make_daemon):
     topic = kafka_broker.new_topic(partitions=1)
     n = 30_000
     produce(kafka_broker.bootstrap, topic, [json.dumps(record(i)).encode() for i in range(n)])
-    daemon, state = _daemon(tmp_path, kafka_broker, topic, "g-b")
+    daemon, state = make_daemon(topic, "g-b")
     daemon.start()
     daemon.wait_for(_consumed(3000), what="first records")
     daemon.kill()
@@ -94,12 +105,12 @@ def test_sigkill_mid_stream_counts_every_record_once(kafka_broker, tmp_path):
     assert counted_records(state) == {"intent/1": n}
 
 
-def test_two_instances_share_a_four_partition_topic(kafka_broker, tmp_path):
+def test_two_instances_share_a_four_partition_topic(kafka_broker, make_daemon):
     topic = kafka_broker.new_topic(partitions=4)
     n = 8000
     produce(kafka_broker.bootstrap, topic, [json.dumps(record(i)).encode() for i in range(n)], partitions=4)
-    a, state_a = _daemon(tmp_path, kafka_broker, topic, "g-c", "a")
-    b, state_b = _daemon(tmp_path, kafka_broker, topic, "g-c", "b")
+    a, state_a = make_daemon(topic, "g-c", "a")
+    b, state_b = make_daemon(topic, "g-c", "b")
     a.start()
     b.start()
     deadline = time.monotonic() + 120
@@ -115,12 +126,12 @@ def test_two_instances_share_a_four_partition_topic(kafka_broker, tmp_path):
     assert all(c > 0 for c in counts), f"both instances should have worked: {counts}"
 
 
-def test_broker_restart_while_running_loses_nothing(kafka_broker, tmp_path):
+def test_broker_restart_while_running_loses_nothing(kafka_broker, make_daemon):
     topic = kafka_broker.new_topic(partitions=1)
     first = [json.dumps(record(i)).encode() for i in range(2000)]
     second = [json.dumps(record(i)).encode() for i in range(2000, 5000)]
     produce(kafka_broker.bootstrap, topic, first)
-    daemon, state = _daemon(tmp_path, kafka_broker, topic, "g-d")
+    daemon, state = make_daemon(topic, "g-d")
     daemon.start()
     daemon.wait_for(_consumed(len(first)), what="first half")
 
