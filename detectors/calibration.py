@@ -28,15 +28,17 @@ window's sizes, so ``Score.value`` and ``Score.threshold`` are comparable.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from scipy import stats
+
 from distilld.detectors.score import Score
 from distilld.detectors.statistic import Family, Statistic
-from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,7 @@ class NullModel:
     tau: float = 0.0
 
     def standardized_threshold(self, alpha: float) -> tuple[float, str]:
-        k = self.draws
-        if self.family in ("z", "z_two_sided"):
-            a = alpha / 2 if self.family == "z_two_sided" else alpha
-            normal = float(stats.norm.isf(a))
-            predictive = float(stats.t.isf(a, k)) * self.sigma
-            return (predictive, "t") if predictive > normal else (normal, "normal")
-        if self.family == "chi2":
-            return self.mean * float(stats.f.isf(alpha, self.nu, k * self.nu)), "f"
-        return float(stats.t.isf(alpha, k - 1)), "t"
+        return _standardized_threshold(self, alpha)
 
     def judge(self, stat: Statistic, alpha: float) -> tuple[float | None, float | None]:
         """(threshold in the metric's units, p-value) for one window's statistic."""
@@ -88,6 +82,20 @@ class NullModel:
             else float(stat.value <= self.mu)
         )
         return float(threshold), float(p)
+
+
+@functools.lru_cache(maxsize=4096)
+def _standardized_threshold(model: NullModel, alpha: float) -> tuple[float, str]:
+    """(standardised threshold, law it came from); cached: the same few models judge every window."""
+    k = model.draws
+    if model.family in ("z", "z_two_sided"):
+        a = alpha / 2 if model.family == "z_two_sided" else alpha
+        normal = float(stats.norm.isf(a))
+        predictive = float(stats.t.isf(a, k)) * model.sigma
+        return (predictive, "t") if predictive > normal else (normal, "normal")
+    if model.family == "chi2":
+        return model.mean * float(stats.f.isf(alpha, model.nu, k * model.nu)), "f"
+    return float(stats.t.isf(alpha, k - 1)), "t"
 
 
 def fit_null(

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from distilld.detectors.record_sample import RecordSample
-from distilld.detectors.suite import WindowState
 from evidently import DataDefinition, Dataset, Report
 from evidently.metrics import ValueDrift
+
+from distilld.detectors.record_sample import RecordSample
+from distilld.detectors.suite import WindowState
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,10 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
+
 from distilld.detectors.additive_state import AdditiveState
 from distilld.detectors.calibration import Calibration, uncalibrated_score
-from distilld.detectors.ngram_hashing import bucket_of, hash_tokens, tokens_of
+from distilld.detectors.ngram_hashing import bucket_of, hash_tokens
 from distilld.detectors.record_batch import RecordBatch
 from distilld.detectors.record_signals import RecordSignals
 from distilld.detectors.score import Score
@@ -83,27 +84,32 @@ class InputDrift(AdditiveState):
         unseen = self.ngram_counts[:half] == 0
         return float(words[unseen].sum()) / total, total
 
-    def _grams(self, texts: Sequence[str]) -> list[tuple[int, str]]:
-        """(bucket, n-gram) for every word and word pair of ``texts``, as ``update`` hashes them."""
+    def _grams(self, texts: Sequence[str], wanted: np.ndarray) -> list[tuple[int, str]]:
+        """(bucket, n-gram) for the words and word pairs of ``texts`` that ``update`` hashes into a
+        bucket where ``wanted`` (a mask over buckets) is true."""
         if not texts:
             return []
         half = self._half
         hashed = hash_tokens(texts)
-        words = [w for t in texts for w in tokens_of(t)]
-        if len(words) != len(hashed.hashes):
-            raise AssertionError("tokens_of and hash_tokens disagree")
-        same_doc = hashed.doc[1:] == hashed.doc[:-1]
-        pairs = [f"{a} {b}" for a, b, keep in zip(words[:-1], words[1:], same_doc, strict=True) if keep]
-        uni = zip(bucket_of(hashed.hashes, half).tolist(), words, strict=True)
-        bi = zip((bucket_of(hashed.bigram_hashes(), half) + half).tolist(), pairs, strict=True)
-        return [*uni, *bi]
+        uni = bucket_of(hashed.hashes, half)
+        out = [(int(uni[i]), hashed.token(i)) for i in np.flatnonzero(wanted[uni]).tolist()]
+        pair_index = np.flatnonzero(hashed.doc[1:] == hashed.doc[:-1])
+        bi = bucket_of(hashed.bigram_hashes(), half) + half
+        out += [
+            (int(bi[j]), f"{hashed.token(int(pair_index[j]))} {hashed.token(int(pair_index[j]) + 1)}")
+            for j in np.flatnonzero(wanted[bi]).tolist()
+        ]
+        return out
 
     @staticmethod
-    def _most_common_per_bucket(grams: list[tuple[int, str]]) -> dict[int, str]:
-        counts: dict[int, Counter[str]] = {}
-        for bucket, gram in grams:
-            counts.setdefault(bucket, Counter())[gram] += 1
-        return {b: c.most_common(1)[0][0] for b, c in counts.items()}
+    def _name_buckets(buckets: Sequence[int], grams: list[tuple[int, str]]) -> dict[int, str]:
+        """The n-gram most often hashed to each of ``buckets``."""
+        wanted = set(buckets)
+        counts = Counter(pair for pair in grams if pair[0] in wanted)
+        names: dict[int, str] = {}
+        for (bucket, gram), _ in counts.most_common():
+            names.setdefault(bucket, gram)
+        return names
 
     def statistics(
         self,
@@ -132,21 +138,25 @@ class InputDrift(AdditiveState):
         len_ev: dict[str, object] = {}
         oov_ev: dict[str, object] = {}
         if evidence:
-            current_grams = self._grams(current_texts)
-            names = self._most_common_per_bucket(current_grams + self._grams(reference_texts))
             cur_counts, ref_counts = current.ngram_counts, self.ngram_counts
             cur_tokens, ref_tokens = max(int(cur_counts.sum()), 1), max(int(ref_counts.sum()), 1)
             # rank by share of the divergence, among n-grams frequent enough to be more than noise
             contrib = js_contributions(cur_counts, ref_counts)
             contrib[np.maximum(cur_counts, ref_counts * (n / m)) < 10] = 0.0
+            top = [b for b in np.argsort(-contrib)[: 8 * top_k].tolist() if contrib[b] > 0]
+            wanted = np.zeros(self.ngram_buckets, bool)
+            wanted[top] = True
+            names = self._name_buckets(
+                top, self._grams(current_texts, wanted) + self._grams(reference_texts, wanted)
+            )
             named = [
                 {
                     "ngram": names[b],
                     "current_per_1000": 1000 * float(cur_counts[b]) / cur_tokens,
                     "reference_per_1000": 1000 * float(ref_counts[b]) / ref_tokens,
                 }
-                for b in np.argsort(-contrib)[: 8 * top_k].tolist()
-                if b in names and contrib[b] > 0
+                for b in top
+                if b in names
             ]
             js_ev = {
                 "rising_ngrams": [x for x in named if x["current_per_1000"] > x["reference_per_1000"]][
@@ -164,7 +174,8 @@ class InputDrift(AdditiveState):
                 "reference_empty_share": float(self.empty) / m,
             }
             unseen = self.ngram_counts == 0
-            examples = sorted({g for b, g in current_grams if b < self._half and unseen[b]})[:top_k]
+            unseen[self._half :] = False
+            examples = sorted({g for _, g in self._grams(current_texts, unseen)})[:top_k]
             oov_ev = {"current_words": n_words, "unseen_word_examples": examples}
         return [
             Statistic("input.ngram_js", js, size_scale, "chi2", n, m, evidence=js_ev),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from distilld.detectors.additive_state import AdditiveState
 from distilld.detectors.calibration import Calibration, uncalibrated_score
 from distilld.detectors.record_batch import RecordBatch

@@ -60,6 +60,12 @@ class HashedTokens:
     hashes: np.ndarray  # uint64 per token
     doc: np.ndarray  # int64 per token: index of its text in the batch
     n_texts: int
+    starts: np.ndarray  # byte offset of each token in ``buffer``
+    ends: np.ndarray
+    buffer: bytes  # the lower-cased, joined texts
+
+    def token(self, i: int) -> str:
+        return self.buffer[self.starts[i] : self.ends[i]].decode("utf-8", "replace")
 
     @property
     def tokens_per_text(self) -> np.ndarray:
@@ -77,7 +83,7 @@ def hash_tokens(texts: Sequence[str]) -> HashedTokens:
     """Tokenise and hash every text of a batch in one pass."""
     n = len(texts)
     if n == 0:
-        return HashedTokens(np.zeros(0, np.uint64), np.zeros(0, np.int64), 0)
+        return _no_tokens(0, b"")
     # "\n" separates texts and is never a word byte, so tokens cannot span texts.
     raw = "\n".join(texts).encode("utf-8", "surrogatepass").translate(_LOWER)
     buf = np.frombuffer(raw, dtype=np.uint8)
@@ -86,7 +92,7 @@ def hash_tokens(texts: Sequence[str]) -> HashedTokens:
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
     if len(starts) == 0:
-        return HashedTokens(np.zeros(0, np.uint64), np.zeros(0, np.int64), n)
+        return _no_tokens(n, raw)
     # prefix[i] = sum_{j<i} b[j] * BASE_INV**j, so the polynomial hash of
     # b[s:e] = sum b[j] * BASE**(e-1-j) = BASE**(e-1) * (prefix[e] - prefix[s]).
     inv_pow = _power_table("inv", _BASE_INV, len(buf))
@@ -99,7 +105,12 @@ def hash_tokens(texts: Sequence[str]) -> HashedTokens:
         h = h + (ends - starts).astype(np.uint64)  # keeps a token distinct from its zero-padded cousins
     newlines = np.flatnonzero(buf == 10)
     doc = np.searchsorted(newlines, starts)
-    return HashedTokens(_finalise(h), doc.astype(np.int64), n)
+    return HashedTokens(_finalise(h), doc.astype(np.int64), n, starts, ends, raw)
+
+
+def _no_tokens(n_texts: int, raw: bytes) -> HashedTokens:
+    empty = np.zeros(0, np.int64)
+    return HashedTokens(np.zeros(0, np.uint64), empty, n_texts, empty, empty, raw)
 
 
 def hash_strings(values: Sequence[str]) -> np.ndarray:
@@ -127,19 +138,3 @@ def bucket_of(hashes: np.ndarray, n_buckets: int) -> np.ndarray:
     """Bucket index from the top bits (``n_buckets`` is a power of two)."""
     shift = np.uint64(64 - (n_buckets.bit_length() - 1))
     return (hashes >> shift).astype(np.int64)
-
-
-def tokens_of(text: str) -> list[str]:
-    """The same tokens ``hash_tokens`` sees, as strings (for evidence only)."""
-    raw = text.encode("utf-8", "surrogatepass").translate(_LOWER)
-    out: list[str] = []
-    cur = bytearray()
-    for b in raw:
-        if _IS_WORD[b]:
-            cur.append(b)
-        elif cur:
-            out.append(cur.decode("utf-8", "replace"))
-            cur = bytearray()
-    if cur:
-        out.append(cur.decode("utf-8", "replace"))
-    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 import numpy as np
+
 from distilld.detectors.additive_state import decode_array, encode_array
 from distilld.detectors.ngram_hashing import hash_strings
 from distilld.detectors.record_batch import RecordBatch

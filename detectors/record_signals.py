@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 
 import numpy as np
+
 from distilld.detectors.ngram_hashing import HashedTokens, hash_tokens
 from distilld.detectors.record_batch import RecordBatch
 

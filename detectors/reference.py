@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+
 from distilld.detectors.calibration import Calibration
 from distilld.detectors.record_batch import RecordBatch
 from distilld.detectors.suite import DetectorSuite, WindowState

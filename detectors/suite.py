@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
+
 from distilld.detectors import input_drift, labelled_quality, prediction_drift, teacher_divergence
 from distilld.detectors.calibration import Calibration
 from distilld.detectors.config import DetectorsConfig

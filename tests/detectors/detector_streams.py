@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cache
 
 import numpy as np
+
 from distilld.detectors.record_batch import RecordBatch
 from distilld.trainers.wordnet import NUM_CLASSES, Gloss, class_mix_sample, load_glosses
 

@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 from detector_streams import glosses, make_batch, stream_batch
+
 from distilld.detectors.config import DetectorsConfig
 from distilld.detectors.record_batch import RecordBatch
 from distilld.detectors.reference import ReferenceBuilder

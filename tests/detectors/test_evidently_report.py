@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 from detector_streams import class_shift_weights, stream_batch, uniform_weights
+
 from distilld.detectors.config import DetectorsConfig
 from distilld.detectors.evidently_report import build_evidently_report
 from distilld.detectors.suite import DetectorSuite

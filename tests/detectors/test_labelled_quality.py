@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from distilld.detectors.labelled_quality import LabelledQuality
 from distilld.detectors.record_batch import NO_LABEL, RecordBatch
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from distilld.detectors.prediction_drift import PredictionDrift
 from distilld.detectors.record_batch import RecordBatch
 from distilld.detectors.statistic import js_bits, psi

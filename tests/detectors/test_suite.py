@@ -2,6 +2,7 @@ import numpy as np
 import orjson
 import pytest
 from detector_streams import class_shift_weights, stream_batch, uniform_weights
+
 from distilld.detectors.config import DetectorsConfig
 from distilld.detectors.record_batch import RecordBatch
 from distilld.detectors.reference import Reference, ReferenceBuilder

@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+
 from distilld.detectors.record_batch import RecordBatch
 from distilld.detectors.teacher_divergence import TeacherDivergence
 
