@@ -62,11 +62,13 @@ def main() -> None:
     parser.add_argument("--lora-rank", type=int, default=16)
     parser.add_argument("--lora-lr", type=float, default=1e-3)
     parser.add_argument("--full-lr", type=float, default=1e-4)
+    parser.add_argument("--cpu-threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument(
         "--target-modules", default="query,key,value,dense", help="comma-separated LoRA targets"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.cpu_threads)
 
     t0 = time.monotonic()
     pair = bootstrap_pair(args.cache_dir)
@@ -129,6 +131,7 @@ def main() -> None:
             snapshot_uri=str(snapshot.path),
             hyperparameters=hp,
             device="cpu",
+            cpu_threads=args.cpu_threads,
             output_dir=args.out / method,
         )
         started = time.monotonic()
