@@ -108,7 +108,7 @@ class ServingConsumer:
         self,
         model_name: str,
         tracking_uri: str,
-        bootstrap: str,
+        bootstrap: str | None,
         topic: str = "model-events",
         host: str = "127.0.0.1",
         port: int = 8080,
@@ -194,21 +194,25 @@ class ServingConsumer:
                         # One bad event (unreachable store, unloadable model) must not stop the loop.
                         logger.exception("model event at offset %s not applied", record.offset)
 
-    def start(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition
+    def start(self, listen_kafka: bool = True) -> None:
+        """Load the champion and serve. ``listen_kafka=False``: events arrive through ``handle_event``
+        instead (e.g. from your own webhook endpoint, after checking ``X-Distilld-Signature``)."""
+        if listen_kafka:
+            from kafka import KafkaConsumer, TopicPartition
 
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None
-        )
-        partitions = self._consumer.partitions_for_topic(self.topic) or {0}
-        assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        self._consumer.assign(assigned)
-        # Position at the end before reading the registry: an event published in between is still seen.
-        self._consumer.seek_to_end(*assigned)
-        for tp in assigned:
-            self._consumer.position(tp)
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None
+            )
+            partitions = self._consumer.partitions_for_topic(self.topic) or {0}
+            assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            self._consumer.assign(assigned)
+            # Position at the end before reading the registry: an event published in between is still seen.
+            self._consumer.seek_to_end(*assigned)
+            for tp in assigned:
+                self._consumer.position(tp)
         self._load_champion_from_registry()
-        for target in (self._consume, self._http.serve_forever):
+        targets = [self._http.serve_forever] + ([self._consume] if listen_kafka else [])
+        for target in targets:
             thread = threading.Thread(target=target, daemon=True)
             thread.start()
             self._threads.append(thread)

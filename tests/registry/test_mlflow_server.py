@@ -14,8 +14,15 @@ import requests
 from registry_builders import MlflowServer, load_serving_consumer, metrics_doc
 
 from distilld.daemon.promotion import Promotion
+from distilld.daemon.serving_signal import SIGNATURE_HEADER, verify_signature
 from distilld.registry.artifact_store import S3ArtifactStore, artifact_store_from_location
-from distilld.registry.config import GateConfig, NotificationsConfig, RegistryConfig, SignalConfig
+from distilld.registry.config import (
+    GateConfig,
+    NotificationsConfig,
+    RegistryConfig,
+    SignalConfig,
+    WebhookConfig,
+)
 from distilld.registry.integrity import IntegrityError
 from distilld.registry.model_registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION
 
@@ -125,14 +132,18 @@ def test_tampered_s3_object_is_refused(mlflow_server, s3_endpoint, base_model, t
 
 
 def test_serving_consumer_follows_the_champion(
-    mlflow_server, kafka_broker, base_model, make_export, tmp_path
+    mlflow_server, kafka_broker, base_model, make_export, tmp_path, receiver, monkeypatch
 ):
+    monkeypatch.setenv("SERVING_HOOK_SECRET", "k3y")
     mlflow_server.start()
     serving = load_serving_consumer()
     topic = kafka_broker.new_topic()
     promotion = Promotion.from_config(
         server_config(mlflow_server),
-        SignalConfig(topic=topic),
+        SignalConfig(
+            topic=topic,
+            webhooks=[WebhookConfig(url=receiver.url("/events"), secret_env="SERVING_HOOK_SECRET")],
+        ),
         NotificationsConfig(),
         tmp_path / "state",
         kafka_broker.bootstrap,
@@ -207,6 +218,13 @@ def test_serving_consumer_follows_the_champion(
         promotion.close()
 
     assert consumer.swaps == ["1", "2", "1"]
+    hooks = [(headers, body) for path, headers, body in receiver.requests if path == "/events"]
+    assert [(json.loads(b)["type"], json.loads(b)["data"]["version"]) for _, b in hooks] == [
+        ("distilld.model.promoted", "1"),
+        ("distilld.model.promoted", "2"),
+        ("distilld.model.rolled_back", "1"),
+    ]
+    assert all(verify_signature(body, "k3y", headers[SIGNATURE_HEADER]) for headers, body in hooks)
     assert answers and all(status == 200 for status, _ in answers)
     served = [version for _, version in answers]
     assert "2" in served
