@@ -20,6 +20,7 @@ import orjson
 
 from distilld.detectors.calibration import Calibration
 from distilld.detectors.record_batch import RecordBatch
+from distilld.detectors.record_sample import RecordSample
 from distilld.detectors.suite import DetectorSuite, WindowState
 
 FORMAT_VERSION = 1
@@ -68,6 +69,8 @@ class ReferenceBuilder:
         self.source = source
         self.subwindows: list[WindowState] = []
         self.open = suite.new_window()
+        # one record sample for the whole reference, so closed sub-windows persist without texts
+        self.sample = RecordSample(suite.config.report_sample_records)
         self.started_at = time.time()
         self.first_ts: float | None = None
         self.last_ts: float | None = None
@@ -97,6 +100,8 @@ class ReferenceBuilder:
                 self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
             start += take
             if self.open.n_records >= self.subwindow_records:
+                self.sample.merge(self.open.sample)
+                self.open.sample = RecordSample(self.sample.capacity)
                 self.subwindows.append(self.open)
                 self.open = self.suite.new_window()
         if start >= n:
@@ -116,6 +121,7 @@ class ReferenceBuilder:
         window = self.suite.new_window()
         for w in [*subs, self.open]:
             window.merge(w)
+        window.sample.merge(self.sample)
         draws = [self.suite.statistics(window.minus(sub), sub, evidence=False) for sub in subs]
         config = self.suite.config
         calibration = Calibration.fit(
@@ -147,6 +153,7 @@ class ReferenceBuilder:
                 "last_ts": self.last_ts,
                 "subwindows": [w.to_dict() for w in self.subwindows],
                 "open": self.open.to_dict(),
+                "sample": self.sample.to_dict(),
             }
         )
 
@@ -159,4 +166,5 @@ class ReferenceBuilder:
         b.started_at, b.first_ts, b.last_ts = d["started_at"], d["first_ts"], d["last_ts"]
         b.subwindows = [WindowState.from_dict(w, suite.config) for w in d["subwindows"]]
         b.open = WindowState.from_dict(d["open"], suite.config)
+        b.sample = RecordSample.from_dict(d["sample"])
         return b

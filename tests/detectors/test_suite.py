@@ -68,6 +68,10 @@ def test_builder_hands_back_the_rest_and_survives_a_restart(suite, rng):
     straight.update(RecordBatch.concat([first, second]))
     a, b = restored.build(), straight.build()
     assert a.window.equals(b.window)
+    whole = suite.new_window()
+    whole.update(RecordBatch.concat([first, second]).select(np.arange(4000)))
+    assert a.window.equals(whole)  # the reference's sample is the sample of all its records
+    assert len(builder.to_bytes()) < 4 * len(whole.to_bytes())  # closed sub-windows carry no texts
     assert a.calibration.to_dict() == b.calibration.to_dict()
     assert a.built["subwindows"] == 8 and a.built["records"] == 4000
 
