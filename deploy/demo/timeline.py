@@ -1,0 +1,63 @@
+"""The demo's picture: detector scores per window against their thresholds, with the loop's events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+METRICS = ("divergence.agreement_drop", "prediction.class_js", "input.ngram_js")
+
+
+def plot_timeline(scored: list[dict], events: list[tuple[float, str]], t0: float, out: Path) -> Path:
+    """``scored``: window_scored journal entries; ``events``: (wall time, label) markers."""
+    fig, axes = plt.subplots(len(METRICS), 1, figsize=(10, 2.6 * len(METRICS)), sharex=True)
+    for ax, metric in zip(axes, METRICS, strict=True):
+        for version in sorted({e["payload"]["version"] for e in scored}):
+            rows = [
+                (e["ts"] - t0, e["payload"]["scores"][metric])
+                for e in scored
+                if e["payload"]["version"] == version and metric in e["payload"]["scores"]
+            ]
+            if not rows:
+                continue
+            xs = [x for x, _ in rows]
+            ax.plot(xs, [s["value"] for _, s in rows], marker="o", ms=3, label=f"v{version}")
+            thresholds = [(x, s["threshold"]) for x, s in rows if s["threshold"] is not None]
+            if thresholds:
+                ax.step(
+                    [x for x, _ in thresholds],
+                    [t for _, t in thresholds],
+                    where="post",
+                    ls="--",
+                    lw=1,
+                    color="grey",
+                    label=f"v{version} threshold",
+                )
+            breached = [(x, s["value"]) for x, s in rows if s["breached"]]
+            if breached:
+                ax.scatter(*zip(*breached, strict=True), color="red", zorder=5, s=18)
+        for t, _label in events:
+            ax.axvline(t - t0, color="tab:purple", lw=0.8, alpha=0.6)
+        ax.set_ylabel(metric, fontsize=8)
+        ax.legend(fontsize=7, loc="upper left")
+    for t, label in events:
+        axes[0].annotate(
+            label,
+            (t - t0, 1.0),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            ha="right",
+        )
+    axes[-1].set_xlabel("seconds since the demo's traffic started")
+    fig.suptitle("distilld demo: detector scores per window (red: breached) and what the loop did")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
