@@ -227,7 +227,7 @@ class IngestLoop:
                     self.dead_letters.send(msg, err)
                     self.metrics.records_dead_lettered.labels(err.reason).inc()
                     self.stats.dead_lettered += 1
-                self.metrics.records_consumed.labels(tp.topic).inc()
+            self.metrics.records_consumed.labels(tp.topic).inc(len(messages))
             if messages:
                 next_offsets[tp] = messages[-1].offset + 1
 

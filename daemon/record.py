@@ -1,9 +1,12 @@
 """The inference log record: its schema, and the decoding path the consumer uses.
 
-One Kafka message carries one JSON record (see DESIGN.md). Decoding is
-pydantic-core's JSON parser straight from bytes (no intermediate dict), which
-is fast enough for the ingest path; any failure becomes a ``RecordError``
-whose ``reason`` goes into the dead-letter record.
+One Kafka message carries one JSON record (see DESIGN.md). The pydantic
+model is the schema. Decoding takes a fast path first: orjson plus checks
+that accept only records the model would accept, built with
+``model_construct`` (about twice as fast as full validation, which dominated
+the consumer's CPU time). Anything the fast path does not vouch for goes
+through full pydantic validation, which decides and, for a bad record,
+supplies the ``RecordError`` reason that goes into the dead-letter record.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from datetime import datetime
 from typing import Annotated
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from distilld.detectors.record_batch import NO_LABEL, RecordBatch
@@ -94,6 +98,69 @@ def _reason_for(err: ValidationError) -> RecordError:
     return RecordError("schema", f"{loc}: {first['msg']}")
 
 
+def _finite_logits(value: object, n: int | None) -> bool:
+    if type(value) is not dict:
+        return False
+    logits = value.get("logits")
+    if type(logits) is not list or len(logits) < 2 or (n is not None and len(logits) != n):
+        return False
+    try:
+        arr = np.asarray(logits, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return arr.ndim == 1 and bool(np.isfinite(arr).all())
+
+
+def _short_text(value: object, max_len: int) -> bool:
+    return type(value) is str and 0 < len(value) <= max_len
+
+
+def _class_index(value: object, n: int) -> bool:
+    return value is None or (type(value) is int and 0 <= value < n)
+
+
+def _fast_record(doc: object) -> InferenceRecord | None:
+    """The record if ``doc`` is plainly valid, else None (full validation decides)."""
+    if type(doc) is not dict:
+        return None
+    student, teacher, inp, ts = doc.get("student"), doc.get("teacher"), doc.get("input"), doc.get("ts")
+    version = doc.get("model_version")
+    if not (
+        _short_text(doc.get("request_id"), 256)
+        and _short_text(doc.get("model"), 256)
+        and _short_text(version, 128)
+        and type(inp) is dict
+        and type(inp.get("text")) is str
+        and type(ts) is str
+        and _finite_logits(student, None)
+    ):
+        return None
+    n = len(student["logits"])
+    if teacher is not None and not _finite_logits(teacher, n):
+        return None
+    prediction, label, latency = doc.get("prediction"), doc.get("label"), doc.get("latency_ms")
+    if not (_class_index(prediction, n) and _class_index(label, n)):
+        return None
+    if latency is not None and not (type(latency) in (int, float) and 0 <= latency < math.inf):
+        return None
+    try:
+        when = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    return InferenceRecord.model_construct(
+        request_id=doc["request_id"],
+        ts=when,
+        model=doc["model"],
+        model_version=version,
+        input=TextInput.model_construct(text=inp["text"]),
+        student=ModelOutput.model_construct(logits=student["logits"]),
+        prediction=prediction,
+        teacher=None if teacher is None else ModelOutput.model_construct(logits=teacher["logits"]),
+        label=label,
+        latency_ms=None if latency is None else float(latency),
+    )
+
+
 def decode_record(raw: bytes | None, expected_classes: int | None = None) -> InferenceRecord:
     """Parse and validate one message value; raise ``RecordError`` if it is bad.
 
@@ -103,9 +170,14 @@ def decode_record(raw: bytes | None, expected_classes: int | None = None) -> Inf
     if raw is None:
         raise RecordError("empty", "message has no value (tombstone)")
     try:
-        rec = InferenceRecord.model_validate_json(raw)
-    except ValidationError as err:
-        raise _reason_for(err) from None
+        rec = _fast_record(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        rec = None
+    if rec is None:
+        try:
+            rec = InferenceRecord.model_validate_json(raw)
+        except ValidationError as err:
+            raise _reason_for(err) from None
     if expected_classes is not None and rec.n_classes != expected_classes:
         raise RecordError(
             "logits_length",
