@@ -318,7 +318,7 @@ def plot(results: list[dict], suite_label: str, path: Path) -> None:
     np.atleast_1d(axes)[0].legend(fontsize=7, loc="upper left")
     np.atleast_1d(axes)[-1].set_xlabel("records after the reference")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
 
 
 def _fmt(v: object) -> str:

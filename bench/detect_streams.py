@@ -45,7 +45,11 @@ class GlossPools:
             self.by_class["all"].setdefault(g.label, []).append(g.text)
             self.by_class[kind].setdefault(g.label, []).append(g.text)
         self.natural = np.bincount([g.label for g in glosses], minlength=NUM_CLASSES).astype(float)
-        both = [c for c in range(NUM_CLASSES) if c in self.by_class["definition"] and c in self.by_class["example"]]
+        both = [
+            c
+            for c in range(NUM_CLASSES)
+            if c in self.by_class["definition"] and c in self.by_class["example"]
+        ]
         self.text_shift_classes = np.array(both)
 
     def draw(self, classes: np.ndarray, pool: str, rng: np.random.Generator) -> list[str]:
@@ -60,13 +64,17 @@ class LogitModel:
         # the student's shortfall grows with how typical a word is of example sentences
         example = self._feature_counts([t for ts in pools.by_class["example"].values() for t in ts])
         definition = self._feature_counts([t for ts in pools.by_class["definition"].values() for t in ts])
-        share = (example / example.sum()) / np.maximum(example / example.sum() + definition / definition.sum(), 1e-12)
+        share = (example / example.sum()) / np.maximum(
+            example / example.sum() + definition / definition.sum(), 1e-12
+        )
         scale = (0.1 + 2.4 * share**2).astype(np.float32)[:, None]
         self.w_gap = (gap * scale * rng.normal(0, 1.0, size=(FEATURES, NUM_CLASSES))).astype(np.float32)
 
     @staticmethod
     def _feature_counts(texts: list[str]) -> np.ndarray:
-        return np.bincount(bucket_of(hash_tokens(texts).hashes, FEATURES), minlength=FEATURES).astype(float) + 1
+        return (
+            np.bincount(bucket_of(hash_tokens(texts).hashes, FEATURES), minlength=FEATURES).astype(float) + 1
+        )
 
     def features(self, texts: list[str]) -> sparse.csr_matrix:
         tokens = hash_tokens(texts)
@@ -78,7 +86,9 @@ class LogitModel:
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
         return sparse.diags(1 / np.maximum(norms, 1)).dot(x).tocsr()
 
-    def logits(self, texts: list[str], labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def logits(
+        self, texts: list[str], labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
         x = self.features(texts)
         n = len(texts)
         teacher = np.asarray(x @ self.w_teacher) + rng.normal(0, 0.5, size=(n, NUM_CLASSES))
@@ -87,7 +97,9 @@ class LogitModel:
         return student.astype(np.float32), teacher.astype(np.float32)
 
 
-def shifted_mix(natural: np.ndarray, fraction: float, rng: np.random.Generator, n_classes: int = 10) -> np.ndarray:
+def shifted_mix(
+    natural: np.ndarray, fraction: float, rng: np.random.Generator, n_classes: int = 10
+) -> np.ndarray:
     """``fraction`` of the traffic moves to ``n_classes`` random classes (in their natural proportions)."""
     p = natural / natural.sum()
     chosen = rng.choice(np.flatnonzero(p > 0), size=n_classes, replace=False)
@@ -114,8 +126,15 @@ class StreamMaker:
         self.label_share = label_share
         self.next_id = 0
 
-    def batch(self, class_probs: np.ndarray, pool: str, n: int, shifted_probs: np.ndarray | None = None,
-              shifted_share: np.ndarray | None = None, shifted_pool: str | None = None) -> RecordBatch:
+    def batch(
+        self,
+        class_probs: np.ndarray,
+        pool: str,
+        n: int,
+        shifted_probs: np.ndarray | None = None,
+        shifted_share: np.ndarray | None = None,
+        shifted_pool: str | None = None,
+    ) -> RecordBatch:
         """``n`` records; record i comes from the shifted mix/pool with probability ``shifted_share[i]``."""
         rng = self.rng
         moved = np.zeros(n, bool) if shifted_share is None else rng.random(n) < shifted_share
@@ -124,7 +143,9 @@ class StreamMaker:
             classes[moved] = rng.choice(NUM_CLASSES, size=int(moved.sum()), p=shifted_probs)
         texts = self.pools.draw(classes, pool, rng)
         if shifted_pool is not None:
-            for i, t in zip(np.flatnonzero(moved), self.pools.draw(classes[moved], shifted_pool, rng), strict=True):
+            for i, t in zip(
+                np.flatnonzero(moved), self.pools.draw(classes[moved], shifted_pool, rng), strict=True
+            ):
                 texts[i] = t
         student, teacher = self.model.logits(texts, classes, rng)
         ids = [f"r{self.next_id + i}" for i in range(n)]
