@@ -30,7 +30,7 @@ from kafka.structs import OffsetAndMetadata
 from distilld.daemon.config import DistilldConfig
 from distilld.daemon.dead_letter import DeadLetterWriter, dead_letter_producer
 from distilld.daemon.metrics import DaemonMetrics
-from distilld.daemon.record import InferenceRecord, RecordError, decode_record, records_to_batch
+from distilld.daemon.record import DecodedRecord, RecordError, decode_record, records_to_batch
 from distilld.daemon.state_store import StateStore
 from distilld.daemon.windows import ClosedWindow, WindowManager
 from distilld.detectors.record_batch import RecordBatch
@@ -202,7 +202,7 @@ class IngestLoop:
 
     def process(self, polled: dict[TopicPartition, list]) -> None:
         started = time.perf_counter()
-        good: dict[tuple[str, str], list[tuple[InferenceRecord, tuple[str, int, int]]]] = defaultdict(list)
+        good: dict[tuple[str, str], list[tuple[DecodedRecord, tuple[str, int, int]]]] = defaultdict(list)
         next_offsets: dict[TopicPartition, int] = {}
         consumed = skipped = 0
         for tp, messages in polled.items():

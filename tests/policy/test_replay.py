@@ -101,7 +101,7 @@ def test_synthetic_records_decode_and_shift(tmp_path):
     recs = list(generate_records(3000, shift_at=1500, seed=5, shadow_fraction=0.5, label_fraction=0.1))
     decoded = [decode_record(encode(r)) for r in recs]
     assert all(d.n_classes == 45 for d in decoded)
-    assert 0.4 < sum(d.teacher is not None for d in decoded) / 3000 < 0.6
+    assert 0.4 < sum(d.teacher_logits is not None for d in decoded) / 3000 < 0.6
     assert 0.05 < sum(d.label is not None for d in decoded) / 3000 < 0.15
     assert decoded[1].ts > decoded[0].ts
     before = np.bincount([d.prediction for d in decoded[:1500]], minlength=45) / 1500
