@@ -87,6 +87,13 @@ def hash_tokens(texts: Sequence[str]) -> HashedTokens:
     # "\n" separates texts and is never a word byte, so tokens cannot span texts.
     raw = "\n".join(texts).encode("utf-8", "surrogatepass").translate(_LOWER)
     buf = np.frombuffer(raw, dtype=np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    if len(newlines) != n - 1:  # some text has its own line breaks: make them plain spaces
+        raw = (
+            "\n".join(t.replace("\n", " ") for t in texts).encode("utf-8", "surrogatepass").translate(_LOWER)
+        )
+        buf = np.frombuffer(raw, dtype=np.uint8)
+        newlines = np.flatnonzero(buf == 10)
     word = _IS_WORD[buf]
     edges = np.diff(word.view(np.int8), prepend=np.int8(0), append=np.int8(0))
     starts = np.flatnonzero(edges == 1)
@@ -103,7 +110,6 @@ def hash_tokens(texts: Sequence[str]) -> HashedTokens:
         np.cumsum(buf.astype(np.uint64) * inv_pow, out=prefix[1:])
         h = fwd_pow[ends - 1] * (prefix[ends] - prefix[starts])
         h = h + (ends - starts).astype(np.uint64)  # keeps a token distinct from its zero-padded cousins
-    newlines = np.flatnonzero(buf == 10)
     doc = np.searchsorted(newlines, starts)
     return HashedTokens(_finalise(h), doc.astype(np.int64), n, starts, ends, raw)
 

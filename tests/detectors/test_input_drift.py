@@ -58,6 +58,12 @@ def test_tokens_match_hashes_and_are_case_insensitive():
     assert len(h.bigram_hashes()) == 8 + 1
 
 
+def test_line_breaks_inside_a_text_keep_tokens_in_their_text():
+    h = hash_tokens(["first line\nsecond line", "other"])
+    assert h.tokens_per_text.tolist() == [4, 1]
+    assert h.hashes[0] == hash_tokens(["first"]).hashes[0]
+
+
 def test_hashes_are_stable_across_processes():
     code = "from distilld.detectors.ngram_hashing import hash_tokens; print(hash_tokens(['hello world']).hashes.tolist())"
     outs = {
