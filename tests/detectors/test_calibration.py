@@ -113,3 +113,22 @@ def test_small_reference_is_not_calibrated():
     scores = suite.score(reference, window)
     assert all(s.threshold is None and not s.breached for s in scores.values())
     assert "why_uncalibrated" in scores["prediction.class_js"].evidence
+
+
+def test_divergence_threshold_widens_with_fewer_shadow_records():
+    suite = DetectorSuite(small_config(1e-3), n_classes=45)
+    rng = np.random.default_rng(5)
+    builder = ReferenceBuilder(suite)
+    builder.update(stream_batch(20 * WINDOW, rng, teacher_share=0.5))
+    reference = builder.build()
+
+    thresholds = {}
+    for share in (0.9, 0.3, 0.05):
+        window = suite.new_window()
+        window.update(stream_batch(WINDOW, rng, teacher_share=share, start_id=10**6))
+        score = suite.score(reference, window)["divergence.agreement_drop"]
+        thresholds[share] = (score.n_current, score.threshold)
+    (n_many, wide_many), (n_few, wide_few), (n_too_few, none) = thresholds.values()
+    assert n_many > n_few > n_too_few
+    assert wide_few > wide_many  # fewer shadow records, wider bound
+    assert n_too_few < 50 and none is None  # below min_shadow_records: no threshold
