@@ -48,7 +48,13 @@ class DaemonHttpServer:
         self.healthy = healthy
         self.ready = ready
         self.controls = controls or {}
-        self.token = os.environ.get(control_token_env) if control_token_env else None
+        # an empty variable must not mean "any request without a header passes"
+        self.token = (os.environ.get(control_token_env) or None) if control_token_env else None
+        if control_token_env and self.token is None:
+            raise ValueError(
+                f"http.control_token_env names {control_token_env}, which is unset or empty; "
+                "set it, or remove control_token_env to leave the controls open on http.host"
+            )
         handler = self._handler_class()
         self.server = ThreadingHTTPServer((host, port), handler)
         self.server.daemon_threads = True
