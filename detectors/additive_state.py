@@ -19,12 +19,14 @@ def encode_array(a: np.ndarray) -> dict[str, Any]:
     """JSON-able form of an array: dtype, shape and zlib-compressed bytes in base64.
 
     Hash histograms are mostly zeros, so compression keeps a window state small.
+    Level 1: states are written every consumed batch, where level 6 cost a
+    tenth of the daemon's ingest time for blobs barely smaller.
     """
     a = a if a.flags.c_contiguous else a.copy(order="C")
     return {
         "dtype": a.dtype.str,
         "shape": list(a.shape),
-        "zlib_b64": base64.b64encode(zlib.compress(a.tobytes(), 6)).decode("ascii"),
+        "zlib_b64": base64.b64encode(zlib.compress(a.tobytes(), 1)).decode("ascii"),
     }
 
 
