@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
+from transformers.utils import logging as hf_logging
 
 from distilld.trainers.job_spec import JobSpec
 from distilld.trainers.run_job import run_job
@@ -30,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # weight-loading bars would bury the job's own progress bar and the error in the stderr tail
+    hf_logging.disable_progress_bar()
     if args.command == "schema":
         print(json.dumps(JobSpec.model_json_schema(), indent=2))
         return 0
