@@ -31,7 +31,6 @@ from distilld.daemon.promotion import Promotion
 from distilld.daemon.state_store import StateStore
 from distilld.daemon.training_buffer import TrainingBuffer
 from distilld.registry.model_registry import HF_MODEL_DIR
-from distilld.trainers.job_spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -143,16 +142,11 @@ class RetrainCoordinator:
                     f"{trainer.min_train_records}"
                 )
             reports = self._drift_report(model, record.version, job_dir / "reports")
-            spec = JobSpec(
+            spec = trainer.job_spec(
                 job_id=job_id,
                 model=model,
                 base_student_path=base / HF_MODEL_DIR,
                 snapshot_uri=str(snapshot.path),
-                teacher=trainer.teacher,
-                missing_teacher_policy=trainer.missing_teacher_policy,
-                hyperparameters=trainer.hyperparameters,
-                device=trainer.device,
-                time_limit_s=trainer.job_time_limit_s,
                 output_dir=job_dir / "run",
             )
             self.runner.submit(spec)
