@@ -91,6 +91,18 @@ def cmd_status(args) -> int:
             f"window {w['model']}/{w['version']} #{w['window_id']}: {w['n_records']}/{w['window_records']} records"
             f" (total {w['total_records']})"
         )
+    for ref, info in doc.get("references", {}).items():
+        if info["state"] == "building":
+            print(f"reference {ref}: building, {info['records']}/{info['needed']} records")
+    from distilld.daemon.policy_engine import format_status
+
+    print(format_status(doc["policy"]))
+    retrains = doc.get("retrains", {})
+    for job in retrains.get("jobs", []):
+        progress = job.get("progress") or {}
+        print(f"training {job['job_id']}: {progress.get('phase', 'starting')}")
+    if retrains.get("pending_registrations"):
+        print(f"spooled registrations waiting for the registry: {retrains['pending_registrations']}")
     for e in consumer["last_errors"][-5:]:
         print(f"error {e['kind']}: {e['detail']}")
     return 0
@@ -174,6 +186,35 @@ def cmd_report(args) -> int:
     return 0
 
 
+TIMELINE_KINDS = ("rule_tripped", "retrain_started", "retrain_finished", "retrain_blocked", "rule_rearmed")
+
+
+def cmd_timeline(args) -> int:
+    from distilld.daemon.decision_record import DecisionJournal
+    from distilld.daemon.drift_monitor import SCORED_KIND
+    from distilld.daemon.service import STATE_DB
+    from distilld.daemon.state_store import StateStore
+    from distilld.daemon.timeline_plot import plot_timeline
+
+    config = _load(args.config)
+    store = StateStore(config.state.state_dir / STATE_DB)
+    try:
+        scored = store.journal(SCORED_KIND, model=args.model, limit=args.windows)
+        decisions = DecisionJournal(store).recent(model=args.model, limit=10_000)
+    finally:
+        store.close()
+    if not scored:
+        raise SystemExit(f"no scored windows for {args.model!r} in {config.state.state_dir}")
+    t0 = scored[0]["ts"]
+    events = [
+        (d.ts, f"{d.kind}: {d.rule or ''}") for d in decisions if d.kind in TIMELINE_KINDS and d.ts >= t0
+    ]
+    out = args.out or (config.state.state_dir / "reports" / f"timeline-{args.model}.png")
+    plot_timeline(scored, events, t0, out, "seconds since the first window shown")
+    print(f"picture: {out}")
+    return 0
+
+
 def _registry_command(args, fn_name: str, *fn_args) -> int:
     from distilld.daemon import promotion
 
@@ -240,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default=None)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <state_dir>/reports/...)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("timeline", help="picture of detector scores over time with trips and retrains")
+    p.add_argument("-c", "--config", type=Path, required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--windows", type=int, default=500, help="how many recent windows")
+    p.add_argument("--out", type=Path, default=None)
+    p.set_defaults(func=cmd_timeline)
 
     from distilld.daemon.replay import build_parser as replay_parser
     from distilld.daemon.replay import replay_command

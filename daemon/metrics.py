@@ -52,6 +52,17 @@ class DaemonMetrics:
         self.kafka_errors = Counter(
             "distilld_kafka_errors", "Errors talking to Kafka, by operation.", ["operation"], registry=r
         )
+        self.decisions = Counter(
+            "distilld_decisions", "Policy decision records written, by kind.", ["kind", "model"], registry=r
+        )
+        self.training_jobs_running = Gauge(
+            "distilld_training_jobs_running", "Re-distillation jobs running now.", registry=r
+        )
+        self.spooled_registrations = Gauge(
+            "distilld_spooled_registrations",
+            "Finished candidates waiting in the spool for the registry to accept them.",
+            registry=r,
+        )
         self.ready = Gauge("distilld_ready", "1 once partitions are assigned and caught up.", registry=r)
         self.assigned_partitions = Gauge(
             "distilld_assigned_partitions", "Partitions assigned to this instance.", registry=r

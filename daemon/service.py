@@ -112,6 +112,9 @@ class Daemon:
         self.retrains.pump()
         last_t, last_n = self._last_status
         if now - last_t >= self.config.logging.status_interval_s:
+            jobs = self.runner.running()
+            self.metrics.training_jobs_running.set(len(jobs))
+            self.metrics.spooled_registrations.set(len(self.promotion.spool.pending()))
             consumed = self.ingest.stats.consumed
             log.info(
                 "status",
@@ -123,13 +126,14 @@ class Daemon:
                     "lag": sum(self.ingest.lag.values()),
                     "ready": self.ingest.ready,
                     "windows": {f"{w.model}/{w.version}": w.n_records for w in self.windows.open_windows()},
-                    "training_jobs": [j.job_id for j in self.runner.running()],
+                    "training_jobs": [j.job_id for j in jobs],
                 },
             )
             self._last_status = (now, consumed)
 
     # policy listeners --------------------------------------------------------
     def _log_decision(self, record) -> None:
+        self.metrics.decisions.labels(str(record.kind), record.model or "").inc()
         log.info(
             "decision",
             extra={

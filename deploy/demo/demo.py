@@ -34,12 +34,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
-from timeline import plot_timeline  # noqa: E402
 from traffic import MODEL, ServingTraffic  # noqa: E402
 
 from distilld.daemon.decision_record import DecisionRecord, format_decision  # noqa: E402
 from distilld.daemon.drift_monitor import SCORED_KIND  # noqa: E402
 from distilld.daemon.state_store import StateStore  # noqa: E402
+from distilld.daemon.timeline_plot import plot_timeline  # noqa: E402
 from distilld.trainers.pair_bootstrap import bootstrap_pair, default_cache_dir  # noqa: E402
 
 CONFIG = REPO / "deploy" / "examples" / "demo.yaml"
@@ -330,7 +330,9 @@ class Demo:
         a_before, _ = self.traffic.agreement_rate("A", "1")
         a_after, n_a_after = self.traffic.agreement_rate("A", new_version)
         scored = self.store.journal(SCORED_KIND, limit=10_000)
-        picture = plot_timeline(scored, self.marks, self.clock.t0, self.work / "timeline.png")
+        picture = plot_timeline(
+            scored, self.marks, self.clock.t0, self.work / "timeline.png", "seconds since the demo started"
+        )
         result = {
             "drift_onset_to_trip_s": None if self.trip_ts is None else round(self.trip_ts - onset, 1),
             "drift_onset_to_promotion_s": None

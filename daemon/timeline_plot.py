@@ -1,4 +1,9 @@
-"""The demo's picture: detector scores per window against their thresholds, with the loop's events."""
+"""Drift over time: detector scores per window against their thresholds, with the loop's events marked.
+
+Reads what the daemon journals (``window_scored`` entries and decision
+records), so the same picture serves `distilld timeline` on a live state dir
+and the demo's summary.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 METRICS = ("divergence.agreement_drop", "prediction.class_js", "input.ngram_js")
 
 
-def plot_timeline(scored: list[dict], events: list[tuple[float, str]], t0: float, out: Path) -> Path:
-    """``scored``: window_scored journal entries; ``events``: (wall time, label) markers."""
+def plot_timeline(
+    scored: list[dict], events: list[tuple[float, str]], t0: float, out: Path, x_label: str = "seconds"
+) -> Path:
+    """``scored``: window_scored journal entries; ``events``: (wall time, label) markers; x is time since t0."""
     fig, axes = plt.subplots(len(METRICS), 1, figsize=(10, 2.6 * len(METRICS)), sharex=True)
     for ax, metric in zip(axes, METRICS, strict=True):
         for version in sorted({e["payload"]["version"] for e in scored}):
@@ -54,8 +61,10 @@ def plot_timeline(scored: list[dict], events: list[tuple[float, str]], t0: float
             va="top",
             ha="right",
         )
-    axes[-1].set_xlabel("seconds since the demo's traffic started")
-    fig.suptitle("distilld demo: detector scores per window (red: breached) and what the loop did")
+    axes[-1].set_xlabel(x_label)
+    fig.suptitle(
+        "detector scores per window (red: breached, dashed: calibrated threshold) and what the loop did"
+    )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
