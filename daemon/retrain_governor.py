@@ -528,6 +528,43 @@ class RetrainGovernor:
             },
             dry_run=self.limits.dry_run,
         )
+        out = [self.journal.write(rec)]
+        if outcome == "promoted":
+            out.extend(self._drop_superseded(model, now))
+        return out
+
+    def _drop_superseded(self, model: str, now: float) -> list[DecisionRecord]:
+        """After a promotion, trips measured on the old champion's traffic no longer ask for a retrain.
+
+        The new version gets its own reference and rules; a manual or scheduled
+        request still stands.
+        """
+        m = self._model(model)
+        pending = m["pending"]
+        if pending is None:
+            return []
+        dropped = [s for s in pending["sources"] if s["kind"] in ("rule", "retry")]
+        if not dropped:
+            return []
+        keep = [s for s in pending["sources"] if s["kind"] not in ("rule", "retry")]
+        if keep:
+            pending["sources"] = keep
+            self._save_model(m)
+            return []
+        m["pending"] = None
+        self._save_model(m)
+        rec = DecisionRecord(
+            kind=DecisionKind.RETRAIN_CANCELLED,
+            ts=now,
+            model=model,
+            version=pending.get("version"),
+            rule=_first_rule(dropped),
+            reason="a new champion was promoted: rule trips measured on the previous version's traffic no "
+            "longer ask for a retrain (detectors re-baseline on the new version)",
+            sources=dropped,
+            governor=self.facts(m, self._global(), now),
+            dry_run=self.limits.dry_run,
+        )
         return [self.journal.write(rec)]
 
     # ---- housekeeping and status ----------------------------------------

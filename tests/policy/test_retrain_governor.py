@@ -247,3 +247,20 @@ def test_status_text_shows_rules_and_what_a_request_waits_for(make_engine, clock
     assert "v1 div" in text and "clearing 1/2" in text
     assert "waits for maintenance_window: outside the maintenance windows" in text
     assert "retrain_waiting" in text
+
+
+def test_a_promotion_cancels_trips_measured_on_the_old_champion(make_engine, clock):
+    second_rule = fixed_rule(name="second", metric="m2")
+    engine = make_engine(make_config(rules=[fixed_rule(), second_rule], cooldown_s=3600))
+    feed = Feeder(engine, clock)
+    out = feed.windows(TRIP)
+    assert "retrain_requested" in kinds(out)
+    engine.on_retrain_started(feed.model, {"job": "j1"})
+    blocked = [r for _ in range(3) for r in feed.window(0.2, metric="m2")]
+    assert "retrain_blocked" in kinds(blocked), "the second rule's trip waits behind the running retrain"
+    finished = engine.on_retrain_finished(feed.model, "promoted", {"version": "2"})
+    assert kinds(finished) == ["retrain_finished", "retrain_cancelled"]
+    assert "new champion" in finished[-1].reason
+    assert engine.status()["models"]["intent"]["pending"] is None
+    clock.advance(7200)
+    assert "retrain_requested" not in kinds(engine.tick())
