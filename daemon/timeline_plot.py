@@ -13,8 +13,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 METRICS = ("divergence.agreement_drop", "prediction.class_js", "input.ngram_js")
+EVENT_COLORS = (
+    ("trip", "tab:red"),
+    ("start", "tab:purple"),
+    ("promot", "tab:green"),
+    ("drift", "tab:orange"),
+)
+
+
+def _event_color(label: str) -> str:
+    return next((color for key, color in EVENT_COLORS if key in label), "tab:grey")
 
 
 def plot_timeline(
@@ -47,25 +58,18 @@ def plot_timeline(
             breached = [(x, s["value"]) for x, s in rows if s["breached"]]
             if breached:
                 ax.scatter(*zip(*breached, strict=True), color="red", zorder=5, s=18)
-        for t, _label in events:
-            ax.axvline(t - t0, color="tab:purple", lw=0.8, alpha=0.6)
+        for t, label in events:
+            ax.axvline(t - t0, color=_event_color(label), lw=1.2, alpha=0.8)
         ax.set_ylabel(metric, fontsize=8)
         ax.legend(fontsize=7, loc="upper left")
-    for t, label in events:
-        axes[0].annotate(
-            label,
-            (t - t0, 1.0),
-            xycoords=("data", "axes fraction"),
-            rotation=90,
-            fontsize=7,
-            va="top",
-            ha="right",
-        )
+    if events:
+        markers = [Line2D([0], [0], color=_event_color(label), lw=1.5) for _, label in events]
+        fig.legend(markers, [label for _, label in events], loc="lower center", ncol=3, fontsize=7)
     axes[-1].set_xlabel(x_label)
     fig.suptitle(
         "detector scores per window (red: breached, dashed: calibrated threshold) and what the loop did"
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03 + 0.025 * ((len(events) + 2) // 3), 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)

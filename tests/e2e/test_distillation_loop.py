@@ -159,3 +159,24 @@ def test_drift_is_redistilled_promoted_and_announced(kafka_broker, tmp_path):
         timeout=120,
     )
     assert decisions.returncode == 0 and "prediction-drift" in decisions.stdout
+
+    picture = tmp_path / "timeline.png"
+    timeline = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "distilld.daemon",
+            "timeline",
+            "-c",
+            str(cfg_path),
+            "--model",
+            MODEL,
+            "--out",
+            str(picture),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert timeline.returncode == 0, timeline.stderr
+    assert picture.read_bytes().startswith(b"\x89PNG")
