@@ -43,9 +43,21 @@ class TextInput(BaseModel):
     text: str
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+_NUMBER_TYPES = frozenset({float, int})
+
+
 class ModelOutput(BaseModel):
     model_config = ConfigDict(extra="ignore")
     logits: list[FiniteFloat] = Field(min_length=2)
+
+    @field_validator("logits")
+    @classmethod
+    def _float32_range(cls, v: list[float]) -> list[float]:
+        # detectors and trainers hold logits as float32; larger values would become inf there
+        if max(v) > FLOAT32_MAX or min(v) < -FLOAT32_MAX:
+            raise ValueError("a logit is outside the float32 range")
+        return v
 
 
 class InferenceRecord(BaseModel):
@@ -131,6 +143,8 @@ def _reason_for(err: ValidationError) -> RecordError:
         return RecordError("non_finite", f"{loc}: {first['msg']}")
     if kind == "missing":
         return RecordError("missing_field", loc)
+    if kind == "value_error" and "float32" in first["msg"]:
+        return RecordError("non_finite", f"{loc}: {first['msg'].removeprefix('Value error, ')}")
     if kind == "value_error" and "logits" in first["msg"]:
         return RecordError("logits_length", first["msg"].removeprefix("Value error, "))
     return RecordError("schema", f"{loc}: {first['msg']}")
@@ -142,11 +156,11 @@ def _finite_logits(value: object, n: int | None) -> bool:
     logits = value.get("logits")
     if type(logits) is not list or len(logits) < 2 or (n is not None and len(logits) != n):
         return False
-    try:
-        arr = np.asarray(logits, dtype=np.float64)
-    except (TypeError, ValueError):
+    # orjson yields only finite doubles, so element types and the float32 range
+    # are all there is to check (done in C: map/set/min/max)
+    if not set(map(type, logits)) <= _NUMBER_TYPES:
         return False
-    return arr.ndim == 1 and bool(np.isfinite(arr).all())
+    return max(logits) <= FLOAT32_MAX and min(logits) >= -FLOAT32_MAX
 
 
 def _short_text(value: object, max_len: int) -> bool:

@@ -60,6 +60,8 @@ VARIANTS = [
     _variant(student={"logits": [1.0, None]}),
     _variant(student={"logits": [1.0, "2"]}),
     _variant(student={"logits": [1.0, 1e400]}),
+    _variant(student={"logits": [1.0, 1e39]}),
+    _variant(student={"logits": [1.0, True]}),
     _variant(student={"logits": [[1.0], [2.0]]}, prediction=None),
     _variant(teacher={"logits": [0.0] * 44}),
     _variant(teacher={"logits": [0.0] * 45}),
@@ -97,6 +99,7 @@ def test_reasons_are_specific():
         _variant(teacher={"logits": [0.0] * 3}): "logits_length",
         _variant(prediction=45): "schema",
         VARIANTS[-1]: "non_finite",
+        _variant(teacher={"logits": [1e39] * 45}): "non_finite",
     }
     for raw, reason in cases.items():
         with pytest.raises(RecordError) as err:
