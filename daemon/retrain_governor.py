@@ -23,6 +23,7 @@ requests, cooldowns and budgets survive restarts.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -182,33 +183,52 @@ class RetrainGovernor:
 
     def withdraw_rule(self, model: str, version: str, rule: str, now: float) -> list[DecisionRecord]:
         """A rule re-armed: drop its sources; cancel the request if nothing else asks for it."""
+        return self._withdraw(
+            model,
+            now,
+            lambda s: (
+                s.get("rule") == rule and s.get("version") == version and s["kind"] in ("rule", "retry")
+            ),
+            lambda waited: (
+                f"rule {rule} re-armed before the retrain could start (it had waited {waited}); "
+                "nothing else asks for a retrain"
+            ),
+            version=version,
+            rule=rule,
+        )
+
+    def _withdraw(
+        self,
+        model: str,
+        now: float,
+        drop: Callable[[dict[str, Any]], bool],
+        reason: Callable[[str], str],
+        version: str | None = None,
+        rule: str | None = None,
+    ) -> list[DecisionRecord]:
+        """Remove the pending request's sources that ``drop`` selects; cancel it when none is left."""
         m = self._model(model)
         pending = m["pending"]
         if pending is None:
             return []
-        keep = [
-            s
-            for s in pending["sources"]
-            if not (s.get("rule") == rule and s.get("version") == version and s["kind"] in ("rule", "retry"))
-        ]
-        if len(keep) == len(pending["sources"]):
+        dropped = [s for s in pending["sources"] if drop(s)]
+        if not dropped:
             return []
+        keep = [s for s in pending["sources"] if not drop(s)]
         if keep:
             pending["sources"] = keep
             self._save_model(m)
             return []
         m["pending"] = None
         self._save_model(m)
-        waited = format_duration(now - pending["created_ts"])
         rec = DecisionRecord(
             kind=DecisionKind.RETRAIN_CANCELLED,
             ts=now,
             model=model,
-            version=version,
-            rule=rule,
-            reason=f"rule {rule} re-armed before the retrain could start (it had waited {waited}); "
-            "nothing else asks for a retrain",
-            sources=pending["sources"],
+            version=version if version is not None else pending.get("version"),
+            rule=rule if rule is not None else _first_rule(dropped),
+            reason=reason(format_duration(now - pending["created_ts"])),
+            sources=dropped,
             governor=self.facts(m, self._global(), now),
             dry_run=self.limits.dry_run,
         )
@@ -539,33 +559,15 @@ class RetrainGovernor:
         The new version gets its own reference and rules; a manual or scheduled
         request still stands.
         """
-        m = self._model(model)
-        pending = m["pending"]
-        if pending is None:
-            return []
-        dropped = [s for s in pending["sources"] if s["kind"] in ("rule", "retry")]
-        if not dropped:
-            return []
-        keep = [s for s in pending["sources"] if s["kind"] not in ("rule", "retry")]
-        if keep:
-            pending["sources"] = keep
-            self._save_model(m)
-            return []
-        m["pending"] = None
-        self._save_model(m)
-        rec = DecisionRecord(
-            kind=DecisionKind.RETRAIN_CANCELLED,
-            ts=now,
-            model=model,
-            version=pending.get("version"),
-            rule=_first_rule(dropped),
-            reason="a new champion was promoted: rule trips measured on the previous version's traffic no "
-            "longer ask for a retrain (detectors re-baseline on the new version)",
-            sources=dropped,
-            governor=self.facts(m, self._global(), now),
-            dry_run=self.limits.dry_run,
+        return self._withdraw(
+            model,
+            now,
+            lambda s: s["kind"] in ("rule", "retry"),
+            lambda waited: (
+                "a new champion was promoted: rule trips measured on the previous version's traffic "
+                "no longer ask for a retrain (detectors re-baseline on the new version)"
+            ),
         )
-        return [self.journal.write(rec)]
 
     # ---- housekeeping and status ----------------------------------------
     def prune(self, now: float) -> None:
