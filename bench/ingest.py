@@ -1,6 +1,6 @@
 """Ingest throughput: the daemon's consumer path versus a bare kafka-python loop, same topic, same run.
 
-    .venv/bin/python bench/ingest.py --records 200000 --rounds 2
+    .venv/bin/python bench/ingest.py --records 200000 --rounds 3
 
 A real local broker (deploy/kafka) gets ``--records`` realistic inference
 records (45-class logits, 20 % with teacher logits, 5 % labelled; from
@@ -10,15 +10,27 @@ only counts messages, once with the daemon itself (decode + validate, dead
 letters, detectors' window updates, reference building, training-buffer,
 SQLite persistence and the offset commit per batch). Rounds alternate so
 machine noise hits both alike; the ratio is daemon / bare records per second.
+
+Both are measured twice, in separate worker processes: with kafka-python's
+CRC check in C (the ``crc32c`` package, a distilld dependency) and with its
+pure-Python fallback, which is what a consumer without that package runs and
+which made the bare loop several times slower.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+
+if os.environ.get("DISTILLD_BENCH_PURE_PYTHON_CRC") == "1":
+    # kafka-python picks its CRC implementation at import: hide the C one
+    sys.modules["crc32c"] = None
 
 import argparse
 import importlib.util
 import json
 import statistics
-import sys
+import subprocess
 import tempfile
 import threading
 import time
@@ -119,31 +131,85 @@ def daemon_loop(bootstrap: str, n: int, group: str, max_poll_records: int, state
     return n / elapsed
 
 
+def worker(args) -> int:
+    rows = []
+    for r in range(args.rounds):
+        bare = bare_loop(args.bootstrap, args.records, f"bare-{args.crc}-{r}", args.max_poll_records)
+        with tempfile.TemporaryDirectory() as tmp:
+            daemon = daemon_loop(
+                args.bootstrap,
+                args.records,
+                f"daemon-{args.crc}-{r}",
+                args.max_poll_records,
+                Path(tmp) / "state",
+            )
+        rows.append(
+            {"crc": args.crc, "round": r + 1, "bare_rps": bare, "daemon_rps": daemon, "ratio": daemon / bare}
+        )
+    print(json.dumps(rows))
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--records", type=int, default=200_000)
     p.add_argument("--partitions", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--max-poll-records", type=int, default=2000)
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--bootstrap", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--crc", choices=["c", "python"], default="c", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.worker:
+        return worker(args)
 
     kit = _kit()
-    with kit.LocalKafka(heap_mb=768) as broker, tempfile.TemporaryDirectory() as tmp:
+    rows = []
+    with kit.LocalKafka(heap_mb=768) as broker:
         avg_bytes = fill_topic(broker.bootstrap, args.records, args.partitions)
-        rows = []
-        for r in range(args.rounds):
-            bare = bare_loop(broker.bootstrap, args.records, f"bare-{r}", args.max_poll_records)
-            daemon = daemon_loop(
-                broker.bootstrap, args.records, f"daemon-{r}", args.max_poll_records, Path(tmp) / f"state-{r}"
+        for crc in ("c", "python"):
+            env = {**os.environ, "DISTILLD_BENCH_PURE_PYTHON_CRC": "1" if crc == "python" else "0"}
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    "--crc",
+                    crc,
+                    "--bootstrap",
+                    broker.bootstrap,
+                    "--records",
+                    str(args.records),
+                    "--rounds",
+                    str(args.rounds),
+                    "--max-poll-records",
+                    str(args.max_poll_records),
+                ],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
             )
-            rows.append({"round": r + 1, "bare_rps": bare, "daemon_rps": daemon, "ratio": daemon / bare})
-            print(
-                f"round {r + 1}: bare {bare:,.0f} rec/s  daemon {daemon:,.0f} rec/s  ratio {daemon / bare:.2f}"
-            )
-    ratio = statistics.median(row["ratio"] for row in rows)
-    summary = {"records": args.records, "avg_record_bytes": avg_bytes, "rounds": rows, "median_ratio": ratio}
-    print(json.dumps(summary, indent=1))
+            rows.extend(json.loads(out.stdout.strip().splitlines()[-1]))
+    for row in rows:
+        print(
+            f"crc={row['crc']:<6} round {row['round']}: bare {row['bare_rps']:,.0f} rec/s  "
+            f"daemon {row['daemon_rps']:,.0f} rec/s  ratio {row['ratio']:.2f}"
+        )
+    summary = {
+        "records": args.records,
+        "avg_record_bytes": avg_bytes,
+        "rounds": rows,
+        "median": {
+            crc: {
+                key: statistics.median(r[key] for r in rows if r["crc"] == crc)
+                for key in ("bare_rps", "daemon_rps", "ratio")
+            }
+            for crc in ("c", "python")
+        },
+    }
+    print(json.dumps(summary["median"], indent=1))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 0
