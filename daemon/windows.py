@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
+from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -65,6 +67,8 @@ class ClosedWindow:
         d["closed_by"] = self.closed_by
         return d
 
+
+_partition_of = itemgetter(0, 1)
 
 StateFactory = Callable[[str, str, int], WindowState]
 StateLoader = Callable[[str, str, int, bytes], WindowState]
@@ -156,12 +160,13 @@ class WindowManager:
         lo, hi = float(part.ts.min()), float(part.ts.max())
         meta.first_event_ts = lo if meta.first_event_ts is None else min(meta.first_event_ts, lo)
         meta.last_event_ts = hi if meta.last_event_ts is None else max(meta.last_event_ts, hi)
-        for topic, partition, offset in sources:
-            span = meta.offsets.setdefault(f"{topic}:{partition}", [offset, offset])
-            if offset < span[0]:
-                span[0] = offset
-            if offset > span[1]:
-                span[1] = offset
+        # records arrive as runs of one partition in offset order: look only at each run's ends
+        for (topic, partition), run in groupby(sources, key=_partition_of):
+            items = list(run)
+            first, last = items[0][2], items[-1][2]
+            span = meta.offsets.setdefault(f"{topic}:{partition}", [first, last])
+            span[0] = min(span[0], first, last)
+            span[1] = max(span[1], first, last)
         self._dirty.add(meta.key)
 
     def _close(self, meta: WindowMeta, reason: str) -> ClosedWindow:
