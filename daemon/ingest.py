@@ -94,6 +94,7 @@ class IngestLoop:
         metrics: DaemonMetrics,
         on_records: BatchListener | None = None,
         on_windows_closed: WindowListener | None = None,
+        before_persist: Callable[[], None] | None = None,
     ):
         self.config = config
         self.store = store
@@ -101,6 +102,9 @@ class IngestLoop:
         self.metrics = metrics
         self.on_records = on_records
         self.on_windows_closed = on_windows_closed
+        # inside the batch's transaction, before its offsets are written: work
+        # started by the listeners must be complete by then
+        self.before_persist = before_persist
         self.stats = IngestStats()
         self.assignment: set[TopicPartition] = set()
         self._persisted: dict[TopicPartition, int] = {}
@@ -249,6 +253,8 @@ class IngestLoop:
             if closed and self.on_windows_closed is not None:
                 self.on_windows_closed(closed)
             self.windows.persist()
+            if self.before_persist is not None:
+                self.before_persist()
             for tp, nxt in next_offsets.items():
                 self.store.set_next_offset(tp.topic, tp.partition, nxt)
         for tp, nxt in next_offsets.items():

@@ -29,6 +29,7 @@ from distilld.daemon.retrain_coordinator import RetrainCoordinator
 from distilld.daemon.scheduler import PolicyScheduler
 from distilld.daemon.state_store import StateStore
 from distilld.daemon.training_buffer import TrainingBuffer
+from distilld.daemon.training_buffer_writer import TrainingBufferWriter
 from distilld.daemon.windows import ClosedWindow
 from distilld.detectors.record_batch import RecordBatch
 
@@ -50,6 +51,7 @@ class Daemon:
         self.monitor = DriftMonitor(config.detectors, self.store, self.policy)
         self.windows = self.monitor.window_manager(config.windows)
         self.buffer = TrainingBuffer(state_dir / BUFFER_DB, config.trainer.buffer_records)
+        self.buffer_writer = TrainingBufferWriter(self.buffer)
         kafka = config.kafka.client_kwargs()
         self.promotion = Promotion.from_config(
             config.registry,
@@ -72,6 +74,7 @@ class Daemon:
             self.metrics,
             on_records=self._on_records,
             on_windows_closed=self._on_windows_closed,
+            before_persist=self.buffer_writer.flush,
         )
         # time-based windows close on the consumer thread (it owns the
         # windows); the scheduler re-checks waiting retrains and runs cron jobs
@@ -98,8 +101,9 @@ class Daemon:
     def _on_records(
         self, model: str, version: str, batch: RecordBatch, sources: list[tuple[str, int, int]]
     ) -> None:
+        # the writer's SQLite work overlaps the detectors' below
+        self.buffer_writer.submit(model, batch, sources, version)
         self.monitor.feed_reference(model, version, batch)
-        self.buffer.add(model, batch, sources, model_version=version)
 
     def _on_windows_closed(self, closed: list[ClosedWindow]) -> None:
         for w in closed:
@@ -222,6 +226,7 @@ class Daemon:
         # reported; its retrain request is retried by the policy after restart
         self.runner.close()
         self.promotion.close()
+        self.buffer_writer.close()
         self.buffer.close()
         self.http.stop()
         self.store.close()
