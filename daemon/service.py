@@ -16,7 +16,6 @@ from typing import Any
 
 from distilld import __version__
 from distilld.daemon.config import DistilldConfig
-from distilld.daemon.decision_record import format_decision
 from distilld.daemon.drift_monitor import DriftMonitor
 from distilld.daemon.http_server import ControlError, DaemonHttpServer
 from distilld.daemon.ingest import IngestLoop
@@ -65,7 +64,7 @@ class Daemon:
         self.retrains = RetrainCoordinator(
             config, self.store, self.policy, self.monitor, self.buffer, self.runner, self.promotion
         )
-        self.policy.subscribe(self._log_decision)
+        self.policy.subscribe(self._count_decision)
         self.policy.subscribe(self._notify_trip, kinds=["rule_tripped"])
         self.ingest = IngestLoop(
             config,
@@ -136,18 +135,9 @@ class Daemon:
             self._last_status = (now, consumed)
 
     # policy listeners --------------------------------------------------------
-    def _log_decision(self, record) -> None:
+    def _count_decision(self, record) -> None:
+        # the policy engine logs each decision itself
         self.metrics.decisions.labels(str(record.kind), record.model or "").inc()
-        log.info(
-            "decision",
-            extra={
-                "decision_id": record.id,
-                "kind": str(record.kind),
-                "model": record.model,
-                "rule": record.rule,
-                "summary": format_decision(record),
-            },
-        )
 
     def _notify_trip(self, record) -> None:
         if self.promotion.notifier is None:
