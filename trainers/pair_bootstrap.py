@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, BertForSequenceClassification
+from transformers.utils import logging as transformers_logging
 
 from distilld.trainers.dataset import encode_texts, sorted_batches
 from distilld.trainers.job_spec import Hyperparameters, JobSpec
@@ -190,12 +191,19 @@ def _build_teacher(
     work: Path, head_set: list, pools: dict[str, list], cfg: PairConfig
 ) -> tuple[dict[str, np.ndarray], float]:
     tokenizer = AutoTokenizer.from_pretrained(teacher_package_dir())
-    teacher = BertForSequenceClassification.from_pretrained(
-        teacher_package_dir(),
-        num_labels=NUM_CLASSES,
-        id2label=dict(enumerate(LEXNAMES)),
-        label2id={n: i for i, n in enumerate(LEXNAMES)},
-    ).eval()
+    # the encoder ships without a classification head; transformers' report of
+    # the freshly initialised head is expected here and only alarms a reader
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        teacher = BertForSequenceClassification.from_pretrained(
+            teacher_package_dir(),
+            num_labels=NUM_CLASSES,
+            id2label=dict(enumerate(LEXNAMES)),
+            label2id={n: i for i, n in enumerate(LEXNAMES)},
+        ).eval()
+    finally:
+        transformers_logging.set_verbosity(verbosity)
     # the head is fitted on its own glosses so that traffic and evaluation texts are all unseen by it
     everything = [*head_set, *pools["A"], *pools["B"]]
     cls = _cls_states(teacher, tokenizer, [g.text for g in everything], cfg.max_length_tokens)
