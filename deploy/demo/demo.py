@@ -99,6 +99,7 @@ class Demo:
         self.trip_ts: float | None = None
         self.promoted_ts: float | None = None
         self.swapped_ts: float | None = None
+        self.retrain_outcome: dict | None = None
 
     # set-up -------------------------------------------------------------------
     def _start(self, cmd: list[str], log_name: str, env: dict | None = None) -> subprocess.Popen:
@@ -246,6 +247,7 @@ class Demo:
                 self.marks.append((record.ts, "re-distillation started"))
             if record.kind == "retrain_finished":
                 self.marks.append((record.ts, "retrain finished"))
+                self.retrain_outcome = record.governor
         for entry in self.store.journal("reference_built", after_id=last["reference"], limit=10):
             last["reference"] = entry["id"]
             p = entry["payload"]
@@ -318,6 +320,15 @@ class Demo:
                 post_swap_until = self.traffic.sent_by_mix["B"] + self.args.post_swap_records
             if post_swap_until is not None and self.traffic.sent_by_mix["B"] >= post_swap_until:
                 break
+            outcome = (self.retrain_outcome or {}).get("outcome")
+            if outcome in ("challenger", "failed"):
+                details = self.retrain_outcome.get("details", {})
+                self.clock.say(
+                    "gate",
+                    f"no promotion: the candidate was {outcome} ({details.get('reason') or details.get('error')}); "
+                    "the rule asks again after the cooldown. The summary below is the champion's.",
+                )
+                break
             time.sleep(1.0)
         self._show_new_journal(last)
         return self.summary()
@@ -355,10 +366,15 @@ class Demo:
         if n_a_after:
             result[f"teacher_agreement_on_mix_A_v{new_version}"] = a_after
         print("\n=== summary ===")
-        print(
-            f"teacher agreement on the new traffic (mix B): v1 {before:.1%} ({n_before} records) "
-            f"-> v{new_version} {after:.1%} ({n_after} records)"
-        )
+        if new_version == "1":
+            print(
+                f"teacher agreement on the new traffic (mix B): v1 {before:.1%} ({n_before} records); no new champion"
+            )
+        else:
+            print(
+                f"teacher agreement on the new traffic (mix B): v1 {before:.1%} ({n_before} records) "
+                f"-> v{new_version} {after:.1%} ({n_after} records)"
+            )
         print(
             f"drift onset -> rule tripped: {result['drift_onset_to_trip_s']} s; -> promoted: "
             f"{result['drift_onset_to_promotion_s']} s; -> serving swapped: {result['drift_onset_to_serving_swap_s']} s"
@@ -392,7 +408,7 @@ def main() -> int:
     p.add_argument(
         "--records-per-s-training", type=float, default=25.0, help="traffic rate while a retrain runs"
     )
-    p.add_argument("--shift-after-records", type=int, default=5400, help="records of mix A before the drift")
+    p.add_argument("--shift-after-records", type=int, default=8000, help="records of mix A before the drift")
     p.add_argument(
         "--post-swap-records", type=int, default=1500, help="mix-B records served by the new champion"
     )
