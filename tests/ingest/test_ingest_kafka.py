@@ -83,7 +83,8 @@ def test_good_and_malformed_records(kafka_broker, make_daemon):
 
 def test_sigkill_mid_stream_counts_every_record_once(kafka_broker, make_daemon):
     topic = kafka_broker.new_topic(partitions=1)
-    n = 30_000
+    # large enough that the kill lands mid-stream even on a fast machine
+    n = 60_000
     produce(kafka_broker.bootstrap, topic, [json.dumps(record(i)).encode() for i in range(n)])
     daemon, state = make_daemon(topic, "g-b")
     daemon.start()
@@ -108,18 +109,27 @@ def test_sigkill_mid_stream_counts_every_record_once(kafka_broker, make_daemon):
 def test_two_instances_share_a_four_partition_topic(kafka_broker, make_daemon):
     topic = kafka_broker.new_topic(partitions=4)
     n = 8000
-    produce(kafka_broker.bootstrap, topic, [json.dumps(record(i)).encode() for i in range(n)], partitions=4)
     a, state_a = make_daemon(topic, "g-c", "a")
     b, state_b = make_daemon(topic, "g-c", "b")
     a.start()
     b.start()
+    # records go out only once the group has settled on two members, so the
+    # split is the group's doing and not a race between the two starts
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
+        docs = [a.status(), b.status()]
+        assigned = [len(d["consumer"]["assigned"]) if d else 0 for d in docs]
+        if sum(assigned) == 4 and all(assigned):
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"the group never split the partitions between both instances: {assigned}")
+    produce(kafka_broker.bootstrap, topic, [json.dumps(record(i)).encode() for i in range(n)], partitions=4)
+    while time.monotonic() < deadline + 120:
         docs = [a.status(), b.status()]
         if all(docs) and sum(d["consumer"]["records"]["valid"] for d in docs) >= n:
             break
         time.sleep(0.3)
-    docs = [a.status(), b.status()]
     assert a.terminate() == 0 and b.terminate() == 0
     counts = [sum(counted_records(s).values()) for s in (state_a, state_b)]
     assert sum(counts) == n
