@@ -208,6 +208,9 @@ class IngestLoop:
         started = time.perf_counter()
         good: dict[tuple[str, str], list[tuple[DecodedRecord, tuple[str, int, int]]]] = defaultdict(list)
         next_offsets: dict[TopicPartition, int] = {}
+        # class count per (model, version): configured, else the open window's,
+        # else the first record's in this batch, so one batch is never ragged
+        classes: dict[tuple[str, str], int] = {}
         consumed = skipped = 0
         for tp, messages in polled.items():
             floor = self._persisted_offset(tp)
@@ -218,15 +221,21 @@ class IngestLoop:
                     continue
                 try:
                     rec = decode_record(msg.value)
-                    established = self.config.expected_classes(rec.model) or self.windows.n_classes(
-                        rec.model, rec.model_version
-                    )
-                    if established is not None and established != rec.n_classes:
+                    key = (rec.model, rec.model_version)
+                    established = classes.get(key)
+                    if established is None:
+                        established = (
+                            self.config.expected_classes(rec.model)
+                            or self.windows.n_classes(*key)
+                            or rec.n_classes
+                        )
+                        classes[key] = established
+                    if established != rec.n_classes:
                         raise RecordError(
                             "logits_length",
                             f"{rec.n_classes} logits, {rec.model}/{rec.model_version} has {established} classes",
                         )
-                    good[(rec.model, rec.model_version)].append((rec, (tp.topic, tp.partition, msg.offset)))
+                    good[key].append((rec, (tp.topic, tp.partition, msg.offset)))
                 except RecordError as err:
                     self.dead_letters.send(msg, err)
                     self.metrics.records_dead_lettered.labels(err.reason).inc()

@@ -157,3 +157,20 @@ def test_broker_restart_while_running_loses_nothing(kafka_broker, make_daemon):
     )
     assert daemon.terminate() == 0
     assert counted_records(state) == {"intent/1": 5000}
+
+
+def test_a_new_model_with_mixed_logit_lengths_in_one_batch(kafka_broker, make_daemon):
+    """No class count configured: the first record fixes it; the others are dead-lettered, not a crash."""
+    topic = kafka_broker.new_topic(partitions=1)
+    first = [json.dumps(record(i, model="unconfigured")).encode() for i in range(50)]
+    short = {**record(50, model="unconfigured"), "student": {"logits": [0.1] * 44}, "prediction": 3}
+    short.pop("teacher", None)
+    short.pop("label", None)
+    values = [*first, json.dumps(short).encode(), *first[:10]]
+    produce(kafka_broker.bootstrap, topic, values)
+    daemon, state = make_daemon(topic, "g-e")
+    daemon.start()
+    doc = daemon.wait_for(_consumed(len(values)), what="all records consumed")
+    assert doc["consumer"]["records"]["dead_lettered"] == 1
+    assert daemon.terminate() == 0
+    assert counted_records(state) == {"unconfigured/1": 60}
