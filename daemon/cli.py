@@ -27,7 +27,11 @@ def cmd_run(args) -> int:
 
     config = _load(args.config)
     configure_logging(config.logging.format, config.logging.level, config.logging.log_input_text)
-    daemon = Daemon(config)
+    try:
+        daemon = Daemon(config)
+    except ValueError as err:  # settings that only the environment can complete (e.g. a control token)
+        print(f"cannot start: {err}", file=sys.stderr)
+        return 2
     daemon.install_signal_handlers()
     daemon.run()
     return 0
